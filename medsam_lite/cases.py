@@ -1,0 +1,131 @@
+"""Reading and checking one challenge ``.npz`` case.
+
+2D: ``imgs`` (H, W, 3) uint8, ``boxes`` (N, 4) ``[x_min, y_min, x_max, y_max]`` in original pixels.
+3D (file name starts with ``3D``): ``imgs`` (D, H, W) uint8, ``boxes`` (N, 6)
+``[x_min, y_min, z_min, x_max, y_max, z_max]`` (pixels, slice indices; maxima inclusive).
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class CaseError(Exception):
+    """A case that cannot be segmented; the message says what is wrong with the file."""
+
+
+@dataclass
+class Case:
+    """A checked case: image as uint8, boxes as int64 clipped to the image, and warnings to report."""
+
+    name: str
+    is_3d: bool
+    image: np.ndarray
+    boxes: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def label_dtype(self) -> type:
+        """uint8 for up to 255 boxes, else uint16 so that labels do not wrap."""
+        return np.uint8 if len(self.boxes) <= 255 else np.uint16
+
+
+def is_3d_name(name: str) -> bool:
+    """The challenge's rule: a file whose name starts with ``3D`` is a 3D case."""
+    return name.startswith("3D")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise CaseError("not an .npz archive (it holds a single array)")
+            missing = [k for k in ("imgs", "boxes") if k not in data.files]
+            if missing:
+                raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
+            return {k: data[k] for k in ("imgs", "boxes")}
+    except CaseError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
+
+
+def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
+    expected = "(D, H, W)" if is_3d else "(H, W, 3)"
+    shape_ok = imgs.ndim == 3 and (is_3d or imgs.shape[2] == 3)
+    if not shape_ok:
+        raise CaseError(f"imgs has shape {imgs.shape}; a {'3D' if is_3d else '2D'} case needs {expected}")
+    if min(imgs.shape) == 0:
+        raise CaseError(f"imgs is empty (shape {imgs.shape})")
+    if imgs.dtype == np.uint8:
+        return imgs, []
+    if not np.issubdtype(imgs.dtype, np.integer):
+        raise CaseError(f"imgs has dtype {imgs.dtype}; expected uint8 (integer values 0..255)")
+    lo, hi = int(imgs.min()), int(imgs.max())
+    if lo < 0 or hi > 255:
+        raise CaseError(f"imgs values span {lo}..{hi}; expected 0..255 (uint8)")
+    return imgs.astype(np.uint8), [f"imgs converted from {imgs.dtype} to uint8 (values 0..255, lossless)"]
+
+
+def _check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -> tuple[np.ndarray, list[str]]:
+    width = 6 if is_3d else 4
+    if boxes.size == 0:
+        return np.zeros((0, width), dtype=np.int64), []
+    if boxes.ndim != 2 or boxes.shape[1] != width:
+        raise CaseError(f"boxes has shape {boxes.shape}; expected (N, {width})")
+    if not (np.issubdtype(boxes.dtype, np.integer) or np.issubdtype(boxes.dtype, np.floating)):
+        raise CaseError(f"boxes has dtype {boxes.dtype}; expected integers")
+    if not np.all(np.isfinite(boxes)):
+        raise CaseError("boxes holds NaN or infinite values")
+    if np.issubdtype(boxes.dtype, np.floating):
+        if not np.array_equal(boxes, np.round(boxes)):
+            raise CaseError("boxes holds non-integer coordinates; expected pixel/slice indices")
+    boxes = boxes.astype(np.int64)
+    if is_3d:
+        depth, height, width_px = image_shape
+        lo_idx, hi_idx, limits = [0, 1, 2], [3, 4, 5], [width_px, height, depth]
+    else:
+        height, width_px = image_shape[:2]
+        lo_idx, hi_idx, limits = [0, 1], [2, 3], [width_px, height]
+    axes = "xyz"
+    for i, box in enumerate(boxes):
+        for a, (lo, hi, n) in enumerate(zip(lo_idx, hi_idx, limits)):
+            if box[lo] > box[hi] or (box[lo] == box[hi] and a < 2):
+                relation = ">" if box[lo] > box[hi] else "=="
+                raise CaseError(
+                    f"box {i} has {axes[a]}_min {box[lo]} {relation} {axes[a]}_max {box[hi]} (box {box.tolist()})"
+                )
+            if box[hi] < 0 or box[lo] > n - 1:
+                raise CaseError(
+                    f"box {i} {box.tolist()} lies outside the image along {axes[a]} (valid 0..{n - 1})"
+                )
+    clipped = boxes.copy()
+    clipped[:, lo_idx] = np.clip(boxes[:, lo_idx], 0, np.array(limits) - 1)
+    clipped[:, hi_idx] = np.clip(boxes[:, hi_idx], 0, np.array(limits) - 1)
+    warnings = []
+    changed = np.nonzero(np.any(clipped != boxes, axis=1))[0]
+    if changed.size:
+        shown = ", ".join(str(i) for i in changed[:10]) + (" ..." if changed.size > 10 else "")
+        warnings.append(f"{changed.size} box(es) reach outside the image and were clipped to it: {shown}")
+    for i, box in enumerate(clipped):
+        for a, (lo, hi) in enumerate(zip(lo_idx[:2], hi_idx[:2])):
+            if box[lo] >= box[hi]:
+                raise CaseError(f"box {i} is empty along {axes[a]} after clipping to the image: {boxes[i].tolist()}")
+    return clipped, warnings
+
+
+def load_case(path: str | Path) -> Case:
+    """Read and check ``path``; raise CaseError with a message naming the problem."""
+    path = Path(path)
+    is_3d = is_3d_name(path.name)
+    arrays = _read_arrays(path)
+    image, warnings = _check_image(arrays["imgs"], is_3d)
+    boxes, box_warnings = _check_boxes(arrays["boxes"], image.shape, is_3d)
+    if len(boxes) == 0:
+        warnings.append("no boxes: writing an all-zero segmentation")
+    if len(boxes) > 255:
+        warnings.append(f"{len(boxes)} boxes: segs is written as uint16 so that labels do not wrap")
+    return Case(path.name, is_3d, image, boxes, warnings + box_warnings)

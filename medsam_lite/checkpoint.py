@@ -1,0 +1,115 @@
+"""Finding and loading LiteMedSAM checkpoints (``lite_medsam.pth`` layout)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINT = Path("work_dir/LiteMedSAM/lite_medsam.pth")
+CHECKPOINT_ENV = "MEDSAM_LITE_CHECKPOINT"
+CHECKPOINT_HELP = (
+    "Download the official LiteMedSAM weights, lite_medsam.pth, from the link in the LiteMedSAM branch of "
+    "https://github.com/bowang-lab/MedSAM (README, 'Model checkpoints'; also listed in "
+    "work_dir/LiteMedSAM/README.md), and put the file at work_dir/LiteMedSAM/lite_medsam.pth, or pass "
+    f"--checkpoint PATH, or set {CHECKPOINT_ENV}=PATH."
+)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or not in the LiteMedSAM layout."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A state dict in the official layout and what was unwrapped to get it."""
+
+    state_dict: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
+    """The checkpoint to use: ``path``, else $MEDSAM_LITE_CHECKPOINT, else the default; must exist."""
+    chosen = Path(path or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
+    if not chosen.is_file():
+        raise CheckpointError(f"No LiteMedSAM checkpoint at {chosen}. {CHECKPOINT_HELP}")
+    return chosen
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unwrap_state_dict(raw: Any) -> LoadedCheckpoint:
+    """Accept a plain state dict, or a training checkpoint ``{"model": ...}`` and/or ``module.``-prefixed keys."""
+    notes: list[str] = []
+    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
+        others = sorted(k for k in raw if k != "model")
+        notes.append("took the weights from the 'model' entry" + (f" (ignored: {', '.join(others)})" if others else ""))
+        raw = raw["model"]
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"expected a state dict (a mapping of names to tensors), got {type(raw).__name__}")
+    if all(isinstance(k, str) and k.startswith("module.") for k in raw):
+        notes.append("removed the 'module.' prefix of a DataParallel/DDP checkpoint")
+        raw = {k[len("module.") :]: v for k, v in raw.items()}
+    return LoadedCheckpoint(dict(raw), notes)
+
+
+def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int = 5) -> str:
+    """One readable sentence naming (some of) the missing and unexpected keys."""
+
+    def _names(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    return "; ".join(parts)
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Read a checkpoint file with torch (weights only) and unwrap it."""
+    import torch
+
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    try:
+        return unwrap_state_dict(raw)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def load_model(path: str | os.PathLike[str]):  # -> LiteMedSAM (torch is imported lazily)
+    """Build LiteMedSAM, load ``path`` with ``strict=True`` and return (model in eval mode, notes)."""
+    import torch
+
+    from .modeling import build_lite_medsam
+
+    loaded = load_state_dict(path)
+    model = build_lite_medsam()
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(loaded.state_dict))
+    unexpected = sorted(set(loaded.state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint: {describe_key_mismatch(missing, unexpected)}")
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        for k, v in loaded.state_dict.items()
+        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{path} has tensors of the wrong shape: {', '.join(wrong[:5])}")
+    model.load_state_dict(loaded.state_dict, strict=True)
+    model.eval()
+    return model, loaded.notes

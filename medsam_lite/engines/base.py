@@ -1,0 +1,27 @@
+"""What an engine is: something that turns a model input into an embedding and boxes into masks."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+# Boxes decoded in one call at most: the decoder repeats the embedding (4 MiB) per box.
+DECODE_CHUNK = 32
+
+
+class Engine(Protocol):
+    """An inference backend for LiteMedSAM.
+
+    ``encode`` takes (1, 3, 256, 256) float32 and returns an opaque embedding (1, 256, 64, 64);
+    ``masks`` takes that embedding, (N, 4) int64 boxes at 256, the (h, w) of the resized image and the
+    original (H, W), and yields N boolean (H, W) masks in box order.
+    """
+
+    name: str
+    encoder_passes: int
+
+    def encode(self, image: np.ndarray) -> Any: ...
+
+    def masks(
+        self, embedding: Any, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
+    ) -> Iterator[np.ndarray]: ...

@@ -1,0 +1,50 @@
+"""The torch engine: the model of ``medsam_lite.modeling`` run eagerly, as the official script runs it."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_model
+from .base import DECODE_CHUNK
+
+
+class TorchEngine:
+    """LiteMedSAM in torch eager mode on the CPU (or ``device``)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | os.PathLike[str], device: str = "cpu", threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        model, self.notes = load_model(checkpoint)
+        self.model = model.to(self.device)
+        self.image_pe = self.model.prompt_encoder.get_dense_pe()
+        self.encoder_passes = 0
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> torch.Tensor:
+        """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) embedding tensor."""
+        self.encoder_passes += 1
+        return self.model.encode(torch.from_numpy(image).to(self.device))
+
+    @torch.no_grad()
+    def logits(self, embedding: torch.Tensor, boxes_256: np.ndarray) -> torch.Tensor:
+        """(N, 4) boxes at 256 -> (N, 1, 256, 256) low-res logits, decoded in chunks of DECODE_CHUNK."""
+        boxes = torch.as_tensor(np.asarray(boxes_256), dtype=torch.float32, device=self.device)
+        parts = [self.model.decode(embedding, boxes[i : i + DECODE_CHUNK]) for i in range(0, len(boxes), DECODE_CHUNK)]
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def masks(
+        self, embedding: torch.Tensor, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
+    ) -> Iterator[np.ndarray]:
+        """Masks in original pixels, one box at a time: crop, bilinear upsample, sigmoid > 0.5."""
+        logits = self.logits(embedding, boxes_256)[..., : resized[0], : resized[1]]
+        for i in range(logits.shape[0]):
+            up = F.interpolate(logits[i : i + 1], size=original, mode="bilinear", align_corners=False)
+            yield (torch.sigmoid(up) > 0.5)[0, 0].cpu().numpy()

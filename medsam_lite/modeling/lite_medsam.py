@@ -1,0 +1,57 @@
+"""LiteMedSAM: TinyViT image encoder + SAM prompt encoder + SAM mask decoder, built as the official model."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .image_encoder import TinyViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+IMAGE_SIZE = 256  # model input side, pixels
+EMBEDDING_SIZE = 64  # image embedding side
+
+
+class LiteMedSAM(nn.Module):
+    """The three parts; ``encode`` once per image, ``decode`` any number of boxes against that embedding."""
+
+    def __init__(self, image_encoder: TinyViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) image embedding."""
+        return self.image_encoder(image)
+
+    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Embedding (1, 256, 64, 64) and N boxes (N, 4) at 256 -> low-res logits (N, 1, 256, 256)."""
+        sparse, dense = self.prompt_encoder(boxes)
+        logits, _ = self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        return logits
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """One image (1, 3, 256, 256) and boxes (N, 4) -> logits (N, 1, 256, 256)."""
+        return self.decode(self.encode(image), boxes)
+
+
+def build_lite_medsam() -> LiteMedSAM:
+    """The architecture of the official ``lite_medsam.pth`` (9,801,439 parameters), randomly initialised."""
+    return LiteMedSAM(
+        image_encoder=TinyViT(img_size=IMAGE_SIZE),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048),
+            transformer_dim=256,
+            num_multimask_outputs=3,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+    )

@@ -1,0 +1,50 @@
+"""From low-resolution logits (at 256) to masks in original pixels, in numpy (no torch).
+
+Matches ``F.interpolate(mode="bilinear", align_corners=False)`` of the cropped logits followed by
+``sigmoid > 0.5``: the same source indices and weights (float32, fused multiply-add for the source
+coordinate); values may differ from torch in the last bit, which flips a pixel only where a logit is
+within about 1e-6 of zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# sigmoid(x) > 0.5 in float32 (torch's CPU kernel) holds exactly for x > 1.5 * 2**-24.
+LOGIT_THRESHOLD = np.float32(1.5 * 2.0**-24)
+
+
+def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two source indices and their float32 weights (half-pixel centres)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    centres = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    src = (np.float64(scale) * centres.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0))
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = src - i0.astype(np.float32)
+    return i0, i1, np.float32(1) - w1, w1
+
+
+def upscale_logits(
+    logits: np.ndarray,
+    resized: tuple[int, int],
+    original: tuple[int, int],
+    rows: slice = slice(None),
+    cols: slice = slice(None),
+) -> np.ndarray:
+    """(N, 256, 256) logits -> (N, H, W) float32 logits (or the ``rows`` x ``cols`` part of it).
+
+    ``resized`` is the (h, w) of the image before padding; the padding is cropped away first.
+    """
+    h, w = resized
+    cropped = logits[:, :h, :w]
+    y0, y1, wy0, wy1 = (a[rows] for a in bilinear_taps(h, original[0]))
+    x0, x1, wx0, wx1 = (a[cols] for a in bilinear_taps(w, original[1]))
+    top = cropped[:, y0][:, :, x0] * wx0 + cropped[:, y0][:, :, x1] * wx1
+    bottom = cropped[:, y1][:, :, x0] * wx0 + cropped[:, y1][:, :, x1] * wx1
+    return wy0[:, None] * top + wy1[:, None] * bottom
+
+
+def foreground(logits: np.ndarray) -> np.ndarray:
+    """Logits of any shape -> boolean mask of ``sigmoid(logits) > 0.5``."""
+    return logits > LOGIT_THRESHOLD

@@ -1,0 +1,143 @@
+"""Segmenting one case with an engine: 2D boxes, and 3D propagation of each box from its middle slice.
+
+Labels: box i gets label i + 1 and later boxes overwrite earlier ones, so a voxel ends with the largest
+label whose mask covers it; masks are therefore merged with ``np.maximum`` in any order.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .engines.base import Engine
+from .preprocess import box_to_256, image_to_model_input, mask_box_256, resized_size
+
+EMBEDDING_BYTES = 256 * 64 * 64 * 4
+DEFAULT_CACHE_BYTES = 1 << 30  # 256 slice embeddings
+
+
+def segment_2d(engine: Engine, image: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
+    """(H, W, 3) uint8 image, (N, 4) boxes in original pixels -> (H, W) labels; one encoder pass."""
+    segs = np.zeros(image.shape[:2], dtype=dtype)
+    if len(boxes) == 0:
+        return segs
+    model_in, resized = image_to_model_input(image)
+    embedding = engine.encode(model_in)
+    original = image.shape[:2]
+    for label, mask in enumerate(engine.masks(embedding, box_to_256(boxes, original), resized, original), 1):
+        segs[mask] = label
+    return segs
+
+
+@dataclass
+class BoxTrack:
+    """One 3D box on its way through the volume: the slices it covers and the prompt for the next one."""
+
+    label: int
+    box_2d: np.ndarray  # (4,) original pixels
+    z_first: int  # lowest slice, inclusive
+    z_middle: int  # where propagation starts, with the box itself
+    z_last: int  # highest slice, inclusive
+    prompt: np.ndarray | None = None  # box at 256 for the next slice of the current sweep
+    prompt_down: np.ndarray | None = None  # box at 256 for slice z_middle - 1
+
+    @classmethod
+    def from_box(cls, label: int, box: np.ndarray, depth: int) -> "BoxTrack":
+        x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
+        z_middle = int((z1 - z0) / 2 + z0)
+        return cls(label, np.array([x0, y0, x1, y1], dtype=np.int64), max(z0, 0), z_middle, min(z1, depth - 1))
+
+
+class EmbeddingCache:
+    """Slice embeddings kept from the upward sweep for the downward one, bounded in bytes.
+
+    The downward sweep asks for slices from the top down, so when full the lowest slice is dropped.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.capacity = max(0, max_bytes // EMBEDDING_BYTES)
+        self.entries: OrderedDict[int, Any] = OrderedDict()
+
+    def put(self, z: int, embedding: Any) -> None:
+        if self.capacity == 0:
+            return
+        self.entries[z] = embedding
+        if len(self.entries) > self.capacity:
+            del self.entries[min(self.entries)]
+
+    def pop(self, z: int) -> Any | None:
+        return self.entries.pop(z, None)
+
+
+def _decode_slice(
+    engine: Engine,
+    embedding: Any,
+    tracks: list[BoxTrack],
+    volume_slice_shape: tuple[int, int],
+    resized: tuple[int, int],
+    segs_slice: np.ndarray,
+) -> list[np.ndarray]:
+    """Decode all active tracks on one slice; merge their masks into ``segs_slice``; return the masks."""
+    boxes = np.stack([t.prompt for t in tracks])
+    masks = []
+    for track, mask in zip(tracks, engine.masks(embedding, boxes, resized, volume_slice_shape)):
+        np.maximum(segs_slice, mask.astype(segs_slice.dtype) * segs_slice.dtype.type(track.label), out=segs_slice)
+        masks.append(mask)
+    return masks
+
+
+def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -> np.ndarray:
+    """Prompt for the neighbouring slice: the box of this slice's mask, else the box itself."""
+    box = mask_box_256(mask, track.label)
+    return box if box is not None else box_to_256(track.box_2d, original)
+
+
+def segment_3d(
+    engine: Engine, volume: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8, cache_bytes: int = DEFAULT_CACHE_BYTES
+) -> np.ndarray:
+    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) labels, each slice encoded once.
+
+    Per box (as the official script): start on ``z_middle`` with the box itself, go up to z_max and down
+    to z_min; every other slice is prompted by the box of the previous slice's mask of that box alone
+    (resized to 256, +3 px), or by the box itself where that mask is empty. All boxes advance together:
+    an upward sweep over every slice that any box needs going up, then a downward sweep; embeddings the
+    downward sweep needs again are kept in a bounded cache.
+    """
+    depth, height, width = volume.shape
+    original = (height, width)
+    resized = resized_size(height, width)
+    segs = np.zeros(volume.shape, dtype=dtype)
+    tracks = [BoxTrack.from_box(i + 1, box, depth) for i, box in enumerate(boxes)]
+    tracks = [t for t in tracks if t.z_first <= t.z_middle <= t.z_last]
+    if not tracks:
+        return segs
+    needed_down = {z for t in tracks for z in range(t.z_first, t.z_middle)}
+    cache = EmbeddingCache(cache_bytes)
+
+    for t in tracks:
+        t.prompt = box_to_256(t.box_2d, original)
+    for z in range(min(t.z_middle for t in tracks), max(t.z_last for t in tracks) + 1):
+        active = [t for t in tracks if t.z_middle <= z <= t.z_last]
+        if not active:
+            continue
+        embedding = engine.encode(image_to_model_input(volume[z])[0])
+        if z in needed_down:
+            cache.put(z, embedding)
+        for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
+            t.prompt = _next_prompt(t, mask, original)
+            if z == t.z_middle:
+                t.prompt_down = t.prompt
+
+    for t in tracks:
+        t.prompt = t.prompt_down
+    for z in sorted(needed_down, reverse=True):
+        active = [t for t in tracks if t.z_first <= z < t.z_middle]
+        embedding = cache.pop(z)
+        if embedding is None:
+            embedding = engine.encode(image_to_model_input(volume[z])[0])
+        for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
+            t.prompt = _next_prompt(t, mask, original)
+    return segs
+
