@@ -5,8 +5,6 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-# Boxes decoded in one call at most: the decoder repeats the embedding (4 MiB) per box.
-DECODE_CHUNK = 32
 
 
 class Engine(Protocol):

@@ -1,0 +1,46 @@
+"""Writing results so that nothing half-written is ever left: a temporary name, then an atomic rename."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Open a hidden temporary file beside ``path``; on success rename it to ``path``, else remove it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as handle:
+            yield handle
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_segs(path: str | os.PathLike[str], segs: np.ndarray) -> None:
+    """Save ``segs`` as a compressed .npz at ``path`` atomically."""
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, segs=segs)
+
+
+def write_with(path: str | os.PathLike[str], writer: Callable[[IO], None], mode: str = "wb") -> None:
+    """Run ``writer(handle)`` into a temporary file and rename it to ``path``."""
+    with atomic_file(path, mode) as handle:
+        writer(handle)
+
+
+def check_writable_dir(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed and prove it takes a file; raise OSError with the reason if not."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".medsam-lite-write-test."):
+        pass

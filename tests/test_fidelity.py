@@ -1,0 +1,81 @@
+"""Our output against the official script's output (../shared/reference*/segs) on real cases."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from medsam_lite.cases import load_case
+from medsam_lite.fidelity import compare
+from medsam_lite.official_schedule import segment_3d_official
+from medsam_lite.segment import segment_2d, segment_3d
+
+from .conftest import load_reference, shared_path
+
+CASES_2D = [
+    "2DBox_Mammography_demo.npz",
+    "2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz",
+    "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz",
+    "2DBox_XRay_Pneumothorax-Masks_2046_train_1.npz",
+    "2DBox_XRay_Pneumothorax-Masks_2048_train_1.npz",
+]
+# The 3D cases that run in seconds; scripts/check_fidelity.py runs all of them.
+CASES_3D = [
+    "3DBox_CT_Lesion_000001_02_01_008-023.npz",
+    "3DBox_CT_Lesion_000010_01_01_078-090.npz",
+]
+
+
+def passes_csv() -> dict[str, tuple[int, int]]:
+    with open(shared_path("reference", "passes.csv")) as handle:
+        return {r["case"]: (int(r["encoder_passes"]), int(r["distinct_slices"])) for r in csv.DictReader(handle)}
+
+
+@pytest.mark.parametrize("which", ["demo", "random"])
+@pytest.mark.parametrize("name", CASES_2D)
+def test_2d_identical_to_official(torch_engines, which, name):
+    case = load_case(shared_path("cases", "imgs", name))
+    segs = segment_2d(torch_engines(which), case.image, case.boxes)
+    reference = load_reference(which, name)
+    assert segs.dtype == reference.dtype == np.uint8
+    assert np.array_equal(segs, reference), compare(segs, reference)
+
+
+@pytest.mark.parametrize("which", ["demo", "random"])
+@pytest.mark.parametrize("name", CASES_3D)
+def test_3d_matches_official_with_one_pass_per_slice(torch_engines, which, name):
+    engine = torch_engines(which)
+    case = load_case(shared_path("cases", "imgs", name))
+    before = engine.encoder_passes
+    segs = segment_3d(engine, case.image, case.boxes)
+    agreement = compare(segs, load_reference(which, name))
+    assert agreement.passes, agreement
+    assert engine.encoder_passes - before == passes_csv()[name][1]
+
+
+def test_official_schedule_counts_official_passes_and_agrees(torch_engines):
+    name = "3DBox_CT_Lesion_000002_03_01_035-047.npz"
+    engine = torch_engines("demo")
+    case = load_case(shared_path("cases", "imgs", name))
+    before = engine.encoder_passes
+    official = segment_3d_official(engine, case.image, case.boxes)
+    assert engine.encoder_passes - before == passes_csv()[name][0]
+    assert np.array_equal(official, load_reference("demo", name))
+
+
+def test_bounded_cache_reencodes_but_gives_the_same_masks(torch_engines):
+    """Two boxes whose sweeps share slices 3..5: with no room for embeddings those are encoded twice."""
+    engine = torch_engines("demo")
+    case = load_case(shared_path("cases", "imgs", "3DBox_CT_Lesion_000009_03_01_036-048.npz"))
+    x0, y0, _, x1, y1, _ = case.boxes[0]
+    boxes = np.array([[x0, y0, 3, x1, y1, 9], [x0 + 5, y0 + 5, 0, x1, y1, 5]])  # middles 6 and 2
+    counts = []
+    results = []
+    for cache_bytes in (1 << 30, 0):
+        before = engine.encoder_passes
+        results.append(segment_3d(engine, case.image, boxes, cache_bytes=cache_bytes))
+        counts.append(engine.encoder_passes - before)
+    assert counts == [10, 13]
+    assert np.array_equal(results[0], results[1])
+    assert set(np.unique(results[0])) <= {0, 1, 2} and (results[0] == 2).any()
