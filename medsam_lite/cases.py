@@ -40,17 +40,19 @@ def is_3d_name(name: str) -> bool:
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise CaseError("not an .npz archive (it holds a single array)")
-            missing = [k for k in ("imgs", "boxes") if k not in data.files]
-            if missing:
-                raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
-            return {k: data[k] for k in ("imgs", "boxes")}
-    except CaseError:
-        raise
+        data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise CaseError("not an .npz archive (it holds a single .npy array)")
+    with data:
+        missing = [k for k in ("imgs", "boxes") if k not in data.files]
+        if missing:
+            raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
+        try:
+            return {k: data[k] for k in ("imgs", "boxes")}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise CaseError(f"cannot read as .npz (truncated or corrupt member): {exc}") from exc
 
 
 def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
@@ -58,6 +60,8 @@ def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
     shape_ok = imgs.ndim == 3 and (is_3d or imgs.shape[2] == 3)
     if not shape_ok:
         raise CaseError(f"imgs has shape {imgs.shape}; a {'3D' if is_3d else '2D'} case needs {expected}")
+    if is_3d and imgs.shape[2] == 3 and imgs.shape[1] > 3:
+        raise CaseError(f"imgs has shape {imgs.shape}, an RGB 2D image; a 3D case needs (D, H, W) grey slices")
     if min(imgs.shape) == 0:
         raise CaseError(f"imgs is empty (shape {imgs.shape})")
     if imgs.dtype == np.uint8:

@@ -1,0 +1,108 @@
+"""Wall time of ``medsam-lite predict`` per shared case, a fresh process per case, in several modes.
+
+Modes (each a CLI invocation on a folder holding just that case):
+- ``official``: our torch engine on the official script's schedule (an encoder pass per box per slice, a
+  decoder call per box): what ``CVPR24_LiteMedSAM_infer.py`` pays for the same maths;
+- ``torch``: our default schedule (each slice encoded once) on the torch engine.
+Prints seconds per case and mode, the ratio official/ours, encoder passes and peak RSS of the process.
+
+Usage: python benchmarks/bench_predict.py [--shared ../shared] [--modes official,torch] [--only SUBSTRING]
+       [--skip-official CASE_SUBSTRING ...] [--csv results.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = {
+    "official": ["--engine", "torch", "--schedule", "official"],
+    "torch": ["--engine", "torch"],
+}
+
+
+def run_once(case: Path, checkpoint: Path, mode_args: list[str], threads: int | None) -> dict:
+    """One fresh process on a folder with just ``case``: wall seconds, peak RSS (MiB), encoder passes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs, timing = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "timing.csv")
+        inputs.mkdir()
+        os.symlink(case.resolve(), inputs / case.name)
+        command = [sys.executable, "-m", "medsam_lite", "predict", "-i", str(inputs), "-o", str(outputs),
+                   "--checkpoint", str(checkpoint), "--timing-csv", str(timing), "-q", *mode_args]
+        if threads:
+            command += ["--threads", str(threads)]
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        stderr = process.stderr.read().decode()
+        process.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{case.name}: predict failed: {stderr}")
+        with open(timing) as handle:
+            row = next(csv.DictReader(handle))
+        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "passes": int(row["slices_encoded"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
+    parser.add_argument("--modes", default="official,torch")
+    parser.add_argument("--only", default="", help="only cases whose name contains this")
+    parser.add_argument("--skip-official", nargs="*", default=[], help="cases (substrings) not run in 'official'")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if args.only in p.name)
+    checkpoint = args.shared / "checkpoints" / args.checkpoint
+    rows = []
+    header = f"{'case':<54}" + "".join(f"{m + ' s':>12}{'passes':>8}{'MiB':>7}" for m in modes)
+    header += "".join(f"{'official/' + m:>16}" for m in modes if m != "official")
+    print(header)
+    print("-" * len(header), flush=True)
+    for case in cases:
+        row = {"case": case.name}
+        for mode in modes:
+            if mode == "official" and any(s in case.name for s in args.skip_official):
+                continue
+            result = run_once(case, checkpoint, MODES[mode], args.threads)
+            row.update({f"{mode}_s": result["seconds"], f"{mode}_passes": result["passes"], f"{mode}_mib": result["rss_mib"]})
+        line = f"{case.name:<54}"
+        for mode in modes:
+            if f"{mode}_s" in row:
+                line += f"{row[f'{mode}_s']:>12.2f}{row[f'{mode}_passes']:>8}{row[f'{mode}_mib']:>7.0f}"
+            else:
+                line += f"{'-':>12}{'-':>8}{'-':>7}"
+        for mode in modes:
+            if mode != "official":
+                ratio = row.get("official_s", float("nan")) / row[f"{mode}_s"]
+                row[f"ratio_{mode}"] = ratio
+                line += f"{ratio:>16.2f}"
+        print(line, flush=True)
+        rows.append(row)
+    for mode in modes:
+        if mode == "official":
+            continue
+        for kind in ("2D", "3D"):
+            ratios = [r[f"ratio_{mode}"] for r in rows if r["case"].startswith(kind) and "official_s" in r]
+            if ratios:
+                print(f"mean official/{mode} ratio, {kind}: {sum(ratios) / len(ratios):.2f} over {len(ratios)} case(s)")
+    if args.csv:
+        fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "case", k))
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

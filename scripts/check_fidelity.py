@@ -1,0 +1,62 @@
+"""Compare our segmentations with the official script's on every shared case that has a reference.
+
+For each checkpoint in ../shared/checkpoints, runs our pipeline on the cases of its reference folder and
+prints voxel agreement and the smallest per-label Dice; exits 1 if any case misses the bar (>= 99.9 %
+voxels equal and every label's Dice >= 0.995).
+
+Usage: python scripts/check_fidelity.py [--shared ../shared] [--engine torch] [--only SUBSTRING]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medsam_lite.cases import load_case
+from medsam_lite.engines import create_engine
+from medsam_lite.fidelity import MIN_LABEL_DICE, MIN_VOXEL_AGREEMENT, compare
+from medsam_lite.segment import segment_2d, segment_3d
+
+PAIRS = [("lite_medsam_demo.pth", "reference"), ("lite_medsam_random.pth", "reference_random")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--engine", default="torch")
+    parser.add_argument("--only", default="", help="only cases whose name contains this")
+    args = parser.parse_args()
+    if not args.shared.is_dir():
+        print(f"shared data not found at {args.shared}", file=sys.stderr)
+        return 2
+    header = f"{'checkpoint':<24} {'case':<54} {'identical':>9} {'voxels':>9} {'min Dice':>9} {'passes':>6} {'s':>7}  ok"
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for checkpoint, reference in PAIRS:
+        engine = create_engine(args.engine, args.shared / "checkpoints" / checkpoint)
+        for ref_path in sorted((args.shared / reference / "segs").glob("*.npz")):
+            if args.only not in ref_path.name:
+                continue
+            case = load_case(args.shared / "cases" / "imgs" / ref_path.name)
+            start, before = time.perf_counter(), engine.encoder_passes
+            run = segment_3d if case.is_3d else segment_2d
+            segs = run(engine, case.image, case.boxes, dtype=case.label_dtype)
+            seconds = time.perf_counter() - start
+            agreement = compare(segs, np.load(ref_path)["segs"])
+            failures += not agreement.passes
+            print(
+                f"{checkpoint:<24} {ref_path.name:<54} {str(agreement.identical):>9} {agreement.voxels:>9.6f} "
+                f"{agreement.min_dice:>9.5f} {engine.encoder_passes - before:>6} {seconds:>7.1f}  "
+                f"{'yes' if agreement.passes else 'NO'}",
+                flush=True,
+            )
+    print(f"bar: voxels >= {MIN_VOXEL_AGREEMENT}, every label Dice >= {MIN_LABEL_DICE}; {failures} case(s) below it")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The predict command end to end on test_demo: outputs, timing CSV, overlays, reruns, checkpoint lookup."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from click.testing import CliRunner
+
+from medsam_lite.cli import main
+
+from .conftest import ROOT
+
+DEMO = ROOT / "test_demo"
+
+
+def _predict(args, env=None):
+    return CliRunner().invoke(main, ["predict", *map(str, args)], env=env)
+
+
+def test_test_demo_end_to_end(tmp_path, checkpoint_path):
+    out, overlays, timing = tmp_path / "segs", tmp_path / "png", tmp_path / "timing.csv"
+    result = _predict(["-i", DEMO / "imgs", "-o", out, "--checkpoint", checkpoint_path("demo"),
+                       "--save-overlay", overlays, "--timing-csv", timing, "--threads", 2])
+    assert result.exit_code == 0, result.stderr
+    for name in ("2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"):
+        gts = np.load(DEMO / "gts" / name)["gts"]
+        segs = np.load(out / name)["segs"]
+        assert segs.shape == gts.shape and segs.dtype == np.uint8
+        assert set(np.unique(segs)) <= {0, 1, 2}
+        assert (overlays / name.replace(".npz", ".png")).stat().st_size > 1000
+    with open(timing) as handle:
+        rows = {r["case"]: r for r in csv.DictReader(handle)}
+    assert list(rows) == ["2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"]
+    assert rows["2DBox_Synthetic_ellipses.npz"]["slices_encoded"] == "1"
+    boxes = np.load(DEMO / "imgs/3DBox_Synthetic_ellipsoids.npz")["boxes"]
+    covered = {z for b in boxes for z in range(b[2], b[5] + 1)}
+    assert rows["3DBox_Synthetic_ellipsoids.npz"]["slices_encoded"] == str(len(covered))
+    assert rows["3DBox_Synthetic_ellipsoids.npz"]["boxes"] == "2"
+    assert float(rows["3DBox_Synthetic_ellipsoids.npz"]["seconds"]) > 0
+
+
+def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path, checkpoint_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs / "2DBox_a.npz")
+    shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs / "2DBox_b.npz")
+    assert _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo")]).exit_code == 0
+    (out / "2DBox_b.npz").unlink()  # as if the run had crashed before b
+    kept = (out / "2DBox_a.npz").stat().st_mtime_ns
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo")])
+    assert "1 written, 1 skipped (output exists), 0 failed" in result.stderr
+    assert (out / "2DBox_b.npz").exists() and (out / "2DBox_a.npz").stat().st_mtime_ns == kept
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo"), "--overwrite", "-q"])
+    assert "2 written, 0 skipped" in result.stderr
+    assert (out / "2DBox_a.npz").stat().st_mtime_ns != kept
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_checkpoint_is_one_paragraph_with_where_to_get_it(tmp_path):
+    env = {"MEDSAM_LITE_CHECKPOINT": str(tmp_path / "nowhere.pth")}
+    result = _predict(["-i", DEMO / "imgs", "-o", tmp_path / "out"], env=env)
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert message.count("\n") == 0
+    assert "nowhere.pth" in message and "work_dir/LiteMedSAM/lite_medsam.pth" in message and "MedSAM" in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_checkpoint_from_environment(tmp_path, checkpoint_path):
+    env = {"MEDSAM_LITE_CHECKPOINT": str(checkpoint_path("demo"))}
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs)
+    result = _predict(["-i", inputs, "-o", tmp_path / "out"], env=env)
+    assert result.exit_code == 0 and str(checkpoint_path("demo")) in result.stderr
+
+
+def test_console_script_and_module_entry_point():
+    for command in (["medsam-lite", "predict", "--help"], [sys.executable, "-m", "medsam_lite", "predict", "--help"]):
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        assert "--save-overlay" in done.stdout and "--timing-csv" in done.stdout
