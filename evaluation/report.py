@@ -1,0 +1,39 @@
+"""Running an evaluation as a command: progress, warnings, CSV, summary table; shared by both CLIs."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .runner import evaluate_folder, summarise, summary_table, write_metrics_csv, write_summary_json
+
+
+def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True, workers: int = 1,
+                   spacing_order: str = "stored", summary_json: Path | None = None, quiet: bool = False) -> int:
+    """Evaluate, write the CSV (and JSON summary), print the summary; exit status 1 if any case errored."""
+    from tqdm import tqdm
+
+    for folder, what in [(seg_dir, "segmentation"), (gt_dir, "ground-truth")]:
+        if not Path(folder).is_dir():
+            print(f"error: the {what} folder {folder} does not exist", file=sys.stderr)
+            return 2
+    start = time.perf_counter()
+    rows = []
+    stream = evaluate_folder(Path(seg_dir), Path(gt_dir), nsd=nsd, workers=workers, spacing_order=spacing_order)
+    for row in tqdm(stream, desc="cases", unit="case", file=sys.stderr, disable=quiet or None):
+        rows.append(row)
+        if row.error:
+            tqdm.write(f"ERROR {row.case}: {row.note}", file=sys.stderr)
+        elif row.warning or row.note:
+            tqdm.write(f"WARNING {row.case}: {row.note}", file=sys.stderr)
+    if not rows:
+        print(f"error: no .npz ground-truth cases in {gt_dir}", file=sys.stderr)
+        return 2
+    write_metrics_csv(csv_path, rows, nsd=nsd)
+    summary = summarise(rows)
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    if summary_json is not None:
+        write_summary_json(summary_json, summary)
+    print(summary_table(summary))
+    print(f"{len(rows)} case(s), {summary['errors']} error(s), {summary['seconds']:.1f} s -> {csv_path}", file=sys.stderr)
+    return 1 if summary["errors"] else 0

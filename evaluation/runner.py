@@ -1,0 +1,139 @@
+"""Evaluating a folder: one row per ground-truth case, the per-case CSV, and the per-modality summary."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .metrics import case_metrics
+
+SPACING_ORDERS = ("stored", "zyx")
+
+
+@dataclass
+class CaseRow:
+    """One line of the metrics CSV. ``dsc``/``nsd`` are None where there is no number (error, or --no-nsd)."""
+
+    case: str
+    dsc: float | None
+    nsd: float | None
+    note: str = ""
+    error: bool = False
+    warning: bool = False
+
+
+def modality(case: str) -> str:
+    """The part after ``2DBox_``/``3DBox_`` up to the next ``_`` (e.g. ``CT``, ``XRay``)."""
+    stem = case.split("_", 1)[1] if "_" in case else case
+    return stem.split("_", 1)[0]
+
+
+def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spacing_order: str = "stored") -> CaseRow:
+    """Metrics of ``case`` (a file name in ``gt_dir``) against the same name in ``seg_dir``."""
+    seg_path = seg_dir / case
+    if not seg_path.is_file():
+        return CaseRow(case, 0.0, 0.0 if nsd else None, "missing prediction: scored 0", warning=True)
+    try:
+        with np.load(gt_dir / case) as gt_file, np.load(seg_path) as seg_file:
+            gts, segs = gt_file["gts"], seg_file["segs"]
+            spacing = None
+            if case.startswith("3D"):
+                spacing = tuple(float(s) for s in gt_file["spacing"])
+                if spacing_order == "zyx":
+                    spacing = spacing[::-1]
+        metrics = case_metrics(gts, segs, spacing, nsd=nsd)
+    except Exception as exc:  # one unreadable case must not stop the others
+        return CaseRow(case, None, None, f"error: {type(exc).__name__}: {exc}", error=True)
+    note = ""
+    if metrics.skipped:
+        note = f"skipped label(s) {' '.join(map(str, metrics.skipped))}: absent from gts and segs"
+    if math.isnan(metrics.dsc):
+        note = "no labels in gts"
+    return CaseRow(case, metrics.dsc, metrics.nsd, note)
+
+
+def find_gt_cases(gt_dir: Path) -> list[str]:
+    return sorted(p.name for p in gt_dir.iterdir() if p.is_file() and p.suffix == ".npz")
+
+
+def evaluate_folder(seg_dir: Path, gt_dir: Path, nsd: bool = True, workers: int = 1,
+                    spacing_order: str = "stored") -> Iterator[CaseRow]:
+    """Rows in completion order; ``workers`` > 1 uses a process pool."""
+    cases = find_gt_cases(gt_dir)
+    run = partial(evaluate_case, seg_dir=seg_dir, gt_dir=gt_dir, nsd=nsd, spacing_order=spacing_order)
+    if workers <= 1 or len(cases) <= 1:
+        yield from map(run, cases)
+        return
+    with Pool(min(workers, len(cases))) as pool:
+        yield from pool.imap_unordered(run, cases)
+
+
+def _format(value: float | None) -> str:
+    """As the official CSV: rounded to 4 decimals, Python float text, NaN or no value an empty field."""
+    if value is None or math.isnan(value):
+        return ""
+    return repr(float(np.round(value, 4)))
+
+
+def write_metrics_csv(path: str | os.PathLike[str], rows: list[CaseRow], nsd: bool = True) -> None:
+    """``case,dsc,nsd,note`` sorted by case (``nsd`` left out with --no-nsd)."""
+    from medsam_lite.outputs import write_with
+
+    def _write(handle) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "dsc"] + (["nsd"] if nsd else []) + ["note"])
+        for row in sorted(rows, key=lambda r: r.case):
+            writer.writerow([row.case, _format(row.dsc)] + ([_format(row.nsd)] if nsd else []) + [row.note])
+
+    write_with(path, _write, mode="w")
+
+
+def summarise(rows: list[CaseRow]) -> dict:
+    """Mean DSC/NSD per modality and the mean over modalities (how the challenge ranks)."""
+
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None and not math.isnan(v)]
+        return float(np.mean(kept)) if kept else None
+
+    groups: dict[str, list[CaseRow]] = {}
+    for row in rows:
+        if not row.error:
+            groups.setdefault(modality(row.case), []).append(row)
+    per = {
+        name: {"cases": len(group), "dsc": mean([r.dsc for r in group]), "nsd": mean([r.nsd for r in group])}
+        for name, group in sorted(groups.items())
+    }
+    return {
+        "modalities": per,
+        "mean_over_modalities": {
+            "dsc": mean([m["dsc"] for m in per.values()]),
+            "nsd": mean([m["nsd"] for m in per.values()]),
+        },
+        "cases": sum(m["cases"] for m in per.values()),
+        "errors": sum(r.error for r in rows),
+    }
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as a small text table."""
+    show = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"{'modality':<16}{'cases':>6}{'DSC':>9}{'NSD':>9}"]
+    for name, m in summary["modalities"].items():
+        lines.append(f"{name:<16}{m['cases']:>6}{show(m['dsc']):>9}{show(m['nsd']):>9}")
+    overall = summary["mean_over_modalities"]
+    lines.append(f"{'mean (modalities)':<16}{summary['cases']:>5}{show(overall['dsc']):>9}{show(overall['nsd']):>9}")
+    return "\n".join(lines)
+
+
+def write_summary_json(path: str | os.PathLike[str], summary: dict) -> None:
+    from medsam_lite.outputs import write_with
+
+    write_with(path, lambda handle: json.dump(summary, handle, indent=2), mode="w")
