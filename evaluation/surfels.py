@@ -99,6 +99,10 @@ def surfel_area_vectors() -> tuple[np.ndarray, ...]:
 
 def surfel_areas(spacing: tuple[float, float, float]) -> np.ndarray:
     """(256,) float64: surface area in mm^2 inside a cube of each neighbour code, for a voxel spacing in mm."""
-    s0, s1, s2 = (float(s) for s in spacing)
+    return _surfel_areas(*(float(s) for s in spacing)).copy()
+
+
+@lru_cache(maxsize=64)
+def _surfel_areas(s0: float, s1: float, s2: float) -> np.ndarray:
     scale = np.array([s1 * s2, s0 * s2, s0 * s1])
     return np.array([np.linalg.norm(v * scale, axis=1).sum() for v in surfel_area_vectors()])

@@ -1,0 +1,178 @@
+"""Evaluation: equal to the official compute_metrics.py on the shared pairs, and right on analytic shapes."""
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from evaluation.metrics import case_metrics, surface_dice
+from evaluation.runner import modality
+from evaluation.surfels import surfel_areas
+
+from .conftest import ROOT, shared_path
+
+
+def _read_csv(path):
+    with open(path) as handle:
+        return {row["case"]: row for row in csv.DictReader(handle)}
+
+
+def test_all_shared_pairs_equal_official_metrics(tmp_path):
+    """Through the official command line; every case's DSC and NSD equal the official CSV to 1e-4."""
+    out = tmp_path / "metrics.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "evaluation.compute_metrics", "-s", shared_path("metrics", "segs"),
+         "-g", shared_path("metrics", "gts"), "-csv_dir", out, "-num_workers", "2"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    official = _read_csv(shared_path("metrics", "official_metrics.csv"))
+    ours = _read_csv(out)
+    assert list(ours) == sorted(official) == list(official)  # same cases, '.npz' kept, sorted
+    for case, row in official.items():
+        mine = ours[case]
+        assert mine["dsc"] != "" and mine["nsd"] != "", case
+        assert float(mine["nsd"]) == pytest.approx(float(row["nsd"]), abs=1e-4), case
+        if row["dsc"] == "":  # the official NaN: a label absent from both files
+            assert case == "3DBox_CT_edge_nanlabel.npz"
+            assert math.isfinite(float(mine["dsc"])) and "skipped label(s) 1" in mine["note"]
+        else:
+            assert float(mine["dsc"]) == pytest.approx(float(row["dsc"]), abs=1e-4), case
+            assert mine["note"] == ""
+
+
+def _sphere(shape, centre, radius):
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+
+
+def _nsd_by_edt(gt, pred, spacing, tolerance=2.0):
+    """Reference NSD the slow way: whole-volume neighbour codes by correlation and full EDTs."""
+    kernel = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])
+    areas = surfel_areas(spacing)
+    pad = lambda m: np.pad(m.astype(np.uint8), ((0, 1),) * 3)  # noqa: E731
+    codes = [ndimage.correlate(pad(m), kernel, mode="constant", cval=0) for m in (gt, pred)]
+    borders = [(c != 0) & (c != 255) for c in codes]
+    dist = [ndimage.distance_transform_edt(~b, sampling=spacing) for b in borders]
+    near = areas[codes[0][borders[0]]][dist[1][borders[0]] <= tolerance].sum()
+    near += areas[codes[1][borders[1]]][dist[0][borders[1]] <= tolerance].sum()
+    return near / (areas[codes[0][borders[0]]].sum() + areas[codes[1][borders[1]]].sum())
+
+
+def test_identical_masks_score_one():
+    gts = _sphere((30, 40, 40), (15, 20, 20), 9).astype(np.uint8)
+    gts[2:6, 2:8, 30:36] = 2
+    m = case_metrics(gts, gts.copy(), (0.8, 0.8, 2.5))
+    assert m.dsc == 1.0 and m.nsd == 1.0 and m.skipped == []
+
+
+def test_disjoint_masks_score_zero():
+    gts = np.zeros((20, 40, 40), np.uint8)
+    segs = np.zeros_like(gts)
+    gts[2:8, 2:10, 2:10] = 1
+    segs[12:18, 25:35, 25:35] = 1
+    m = case_metrics(gts, segs, (1.0, 1.0, 1.0))
+    assert m.dsc == 0.0 and m.nsd == 0.0
+    assert surface_dice(gts == 1, segs == 1, (1.0, 1.0, 1.0), 2.0) == 0.0
+
+
+@pytest.mark.parametrize("spacing,shift_axis", [((1.0, 1.0, 1.0), 0), ((1.0, 1.0, 1.0), 2), ((3.0, 0.7, 0.7), 0),
+                                                ((3.0, 0.7, 0.7), 1), ((0.5, 2.5, 1.2), 1)])
+def test_sphere_against_shifted_sphere(spacing, shift_axis):
+    shape, centre = (40, 40, 40), [20, 20, 20]
+    gt = _sphere(shape, centre, 10)
+    centre[shift_axis] += 1
+    pred = _sphere(shape, centre, 10)
+    m = case_metrics(gt.astype(np.uint8), pred.astype(np.uint8), spacing)
+    assert m.dsc == pytest.approx(2 * (gt & pred).sum() / (gt.sum() + pred.sum()))
+    assert m.nsd == pytest.approx(_nsd_by_edt(gt, pred, spacing), abs=1e-12)
+    if spacing[shift_axis] <= 2.0:
+        assert m.nsd == 1.0  # every surface point is within one voxel step (<= 2 mm) of the other surface
+    else:
+        assert 0.5 < m.nsd < 1.0  # a 3 mm step puts the poles out of tolerance
+
+
+@pytest.mark.parametrize("method_ratio", [0, 10**9], ids=["kd-tree", "edt"])
+def test_both_distance_methods_equal_the_full_edt(monkeypatch, method_ratio):
+    """The per-label choice between KD-tree and crop EDT must not change any number."""
+    import evaluation.metrics as metrics
+
+    monkeypatch.setattr(metrics, "EDT_VOXELS_PER_SURFACE_POINT", method_ratio)
+    rng = np.random.default_rng(7)
+    gt = ndimage.binary_opening(rng.random((24, 40, 36)) > 0.45, iterations=2)
+    pred = ndimage.binary_dilation(gt, iterations=1) ^ (rng.random(gt.shape) > 0.97)
+    for spacing in [(1.0, 1.0, 1.0), (2.5, 0.8, 0.8), (0.7, 1.9, 1.1)]:
+        assert metrics.surface_dice(gt, pred, spacing, 2.0) == pytest.approx(_nsd_by_edt(gt, pred, spacing), abs=1e-12)
+
+
+def test_empty_prediction_and_empty_ground_truth():
+    gts = np.zeros((10, 30, 30), np.uint8)
+    gts[3:7, 5:15, 5:15] = 1
+    empty = np.zeros_like(gts)
+    m = case_metrics(gts, empty, (1.0, 1.0, 1.0))
+    assert m.dsc == 0.0 and m.nsd == 0.0
+    assert surface_dice(gts == 1, empty == 1, (1.0, 1.0, 1.0), 2.0) == 0.0
+    assert surface_dice(empty == 1, gts == 1, (1.0, 1.0, 1.0), 2.0) == 0.0
+    none = case_metrics(empty, gts, (1.0, 1.0, 1.0))
+    assert math.isnan(none.dsc) and none.nsd == 0.0  # no labels in gts, as the official script
+    two = gts.copy()
+    two[0, 0, 0] = 2  # label 2 in gts but never predicted: Dice 0 for it
+    assert case_metrics(two, gts, (1.0, 1.0, 1.0)).label_dsc == {1: 1.0, 2: 0.0}
+
+
+def test_2d_case_uses_unit_spacing():
+    gts = np.zeros((64, 64), np.uint8)
+    gts[10:40, 10:30] = 1
+    segs = np.roll(gts, 1, axis=1)
+    m = case_metrics(gts, segs)
+    assert m.dsc == pytest.approx(2 * 30 * 19 / (2 * 600))
+    assert m.nsd == 1.0
+    far = np.roll(gts, 3, axis=0)
+    assert case_metrics(gts, far).nsd == pytest.approx(_nsd_by_edt(gts[..., None], far[..., None], (1.0, 1.0, 1.0)))
+
+
+def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
+    segs, gts = tmp_path / "segs", tmp_path / "gts"
+    segs.mkdir(), gts.mkdir()
+    gt = np.zeros((8, 16, 16), np.uint8)
+    gt[2:5, 4:10, 4:10] = 1
+    np.savez(gts / "3DBox_CT_a.npz", gts=gt, spacing=np.ones(3))
+    np.savez(gts / "3DBox_CT_b.npz", gts=gt, spacing=np.ones(3))
+    np.savez(gts / "2DBox_XRay_c.npz", gts=gt[3])
+    np.savez(segs / "3DBox_CT_b.npz", segs=gt[:, :8])
+    np.savez(segs / "2DBox_XRay_c.npz", segs=gt[3])
+    out = tmp_path / "m.csv"
+    done = subprocess.run([sys.executable, "-m", "medsam_lite", "evaluate", "-s", segs, "-g", gts, "-o", out,
+                           "--summary-json", tmp_path / "s.json"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    rows = _read_csv(out)
+    assert rows["3DBox_CT_a.npz"]["dsc"] == "0.0" and rows["3DBox_CT_a.npz"]["nsd"] == "0.0"
+    assert "missing prediction" in rows["3DBox_CT_a.npz"]["note"]
+    assert rows["3DBox_CT_b.npz"]["dsc"] == "" and "shape" in rows["3DBox_CT_b.npz"]["note"]
+    assert rows["2DBox_XRay_c.npz"]["dsc"] == "1.0" and rows["2DBox_XRay_c.npz"]["nsd"] == "1.0"
+    assert "ERROR 3DBox_CT_b.npz" in done.stderr and "WARNING 3DBox_CT_a.npz: missing prediction" in done.stderr
+    assert "XRay" in done.stdout and "mean (modalities)" in done.stdout
+    import json
+
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["modalities"]["CT"]["dsc"] == 0.0 and summary["modalities"]["XRay"]["dsc"] == 1.0
+    assert summary["mean_over_modalities"]["dsc"] == 0.5 and summary["errors"] == 1
+
+
+def test_spacing_order_zyx_changes_anisotropic_nsd():
+    gt = _sphere((30, 30, 30), (15, 15, 15), 8)
+    pred = _sphere((30, 30, 30), (16, 15, 15), 8)
+    stored = case_metrics(gt.astype(np.uint8), pred.astype(np.uint8), (0.7, 0.7, 3.0)).nsd
+    reversed_ = case_metrics(gt.astype(np.uint8), pred.astype(np.uint8), (3.0, 0.7, 0.7)).nsd
+    assert stored == 1.0 and reversed_ < 1.0
+
+
+def test_modality_names():
+    assert modality("3DBox_CT_AMOS_amos_0018.npz") == "CT"
+    assert modality("2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz") == "XRay"
+    assert modality("3DBox_Microscopy_SELMA3D_patchvolume_nuclei_004.npz") == "Microscopy"
