@@ -2,12 +2,17 @@
 
 Modes (each a CLI invocation on a folder holding just that case):
 - ``official``: our torch engine on the official script's schedule (an encoder pass per box per slice, a
-  decoder call per box): what ``CVPR24_LiteMedSAM_infer.py`` pays for the same maths;
-- ``torch``: our default schedule (each slice encoded once) on the torch engine.
-Prints seconds per case and mode, the ratio official/ours, encoder passes and peak RSS of the process.
+  decoder call per box), with what the official script pays as a user runs it: torch, matplotlib and pandas
+  imports and the dpi-300 matplotlib overlay it saves for every case;
+- ``torch``: our default schedule (each slice encoded once) on the torch engine;
+- ``openvino``, ``bf16``, ``int8``: our default schedule on the OpenVINO engine (``--export-dir``, made by
+  ``medsam-lite export``; int8 needs ``export --int8``).
+Prints seconds per case and mode, the ratio official/mode, encoder passes and peak RSS of the process, and
+a start-up row: the same command on a case with no boxes (no encoder pass).
+Needs ``pip install matplotlib pandas`` for the official mode.
 
-Usage: python benchmarks/bench_predict.py [--shared ../shared] [--modes official,torch] [--only SUBSTRING]
-       [--skip-official CASE_SUBSTRING ...] [--csv results.csv]
+Usage: python benchmarks/bench_predict.py [--shared ../shared] [--modes official,torch,openvino]
+       [--export-dir work_dir/openvino] [--only SUBSTRING] [--skip-official CASE_SUBSTRING ...] [--csv out.csv]
 """
 from __future__ import annotations
 
@@ -21,10 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 MODES = {
     "official": ["--engine", "torch", "--schedule", "official"],
     "torch": ["--engine", "torch"],
+    "openvino": ["--engine", "openvino"],
+    "bf16": ["--engine", "openvino", "--precision", "bf16"],
+    "int8": ["--engine", "openvino", "--precision", "int8"],
 }
+
+
+def mode_args(mode: str, export_dir: Path, overlay_dir: Path) -> list[str]:
+    args = list(MODES[mode])
+    if "openvino" in args:
+        args += ["--export-dir", str(export_dir)]
+    if mode == "official":
+        args += ["--save-overlay", str(overlay_dir)]
+    return args
 
 
 def run_once(case: Path, checkpoint: Path, mode_args: list[str], threads: int | None) -> dict:
@@ -54,7 +73,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
-    parser.add_argument("--modes", default="official,torch")
+    parser.add_argument("--modes", default="official,torch,openvino")
+    parser.add_argument("--export-dir", type=Path, default=Path("work_dir/openvino"))
     parser.add_argument("--only", default="", help="only cases whose name contains this")
     parser.add_argument("--skip-official", nargs="*", default=[], help="cases (substrings) not run in 'official'")
     parser.add_argument("--threads", type=int, default=None)
@@ -63,9 +83,17 @@ def main() -> int:
     modes = args.modes.split(",")
     cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if args.only in p.name)
     checkpoint = args.shared / "checkpoints" / args.checkpoint
+    overlay_dir = Path(tempfile.mkdtemp(prefix="official-overlays-"))
+    args_of = {m: mode_args(m, args.export_dir, overlay_dir) for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp, "2DBox_empty_startup.npz")
+        np.savez(empty, imgs=np.zeros((64, 64, 3), np.uint8), boxes=np.zeros((0, 4), np.int64))
+        startup = {m: run_once(empty, checkpoint, args_of[m], args.threads) for m in modes}
+    print("start-up (a case with no boxes, whole process): " + ", ".join(
+        f"{m} {startup[m]['seconds']:.2f} s / {startup[m]['rss_mib']:.0f} MiB" for m in modes), flush=True)
     rows = []
     header = f"{'case':<54}" + "".join(f"{m + ' s':>12}{'passes':>8}{'MiB':>7}" for m in modes)
-    header += "".join(f"{'official/' + m:>16}" for m in modes if m != "official")
+    header += "".join(f"{' official/' + m:>17}" for m in modes if m != "official")
     print(header)
     print("-" * len(header), flush=True)
     for case in cases:
@@ -73,7 +101,7 @@ def main() -> int:
         for mode in modes:
             if mode == "official" and any(s in case.name for s in args.skip_official):
                 continue
-            result = run_once(case, checkpoint, MODES[mode], args.threads)
+            result = run_once(case, checkpoint, args_of[mode], args.threads)
             row.update({f"{mode}_s": result["seconds"], f"{mode}_passes": result["passes"], f"{mode}_mib": result["rss_mib"]})
         line = f"{case.name:<54}"
         for mode in modes:
@@ -85,7 +113,7 @@ def main() -> int:
             if mode != "official":
                 ratio = row.get("official_s", float("nan")) / row[f"{mode}_s"]
                 row[f"ratio_{mode}"] = ratio
-                line += f"{ratio:>16.2f}"
+                line += f"{ratio:>17.2f}"
         print(line, flush=True)
         rows.append(row)
     for mode in modes:
@@ -101,6 +129,7 @@ def main() -> int:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
+    shutil.rmtree(overlay_dir, ignore_errors=True)
     return 0
 
 

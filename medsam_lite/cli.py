@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError, resolve_checkpoint
+from .engines.manifest import ExportError
 
 
 def _say(message: str, quiet: bool = False) -> None:
@@ -35,8 +36,12 @@ def main() -> None:
               help="Folder for the segmentations (same file names, array 'segs').")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
-@click.option("--engine", type=click.Choice(["torch"]), default="torch", show_default=True,
-              help="Inference backend.")
+@click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
+              help="auto: OpenVINO when an export of the checkpoint exists (medsam-lite export), else torch.")
+@click.option("--export-dir", type=click.Path(path_type=Path), default=None,
+              help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
+              help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for --engine torch.")
 @click.option("--overwrite", is_flag=True, help="Redo cases whose output exists (default: skip them).")
 @click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -47,20 +52,17 @@ def main() -> None:
 @click.option("--schedule", type=click.Choice(["fast", "official"]), default="fast", hidden=True,
               help="'official' re-encodes every slice per box, as the official script; for benchmarks only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
-def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: str, device: str, overwrite: bool,
-            overlay_dir: Path | None, timing_csv: Path | None, threads: int | None, schedule: str,
-            quiet: bool) -> None:
+def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: str, export_dir: Path | None,
+            precision: str, device: str, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
+            threads: int | None, schedule: str, quiet: bool) -> None:
     """Segment every .npz in INPUT_DIR with its box prompts and write OUTPUT_DIR/<name>.npz."""
     from tqdm import tqdm
 
     from .engines import create_engine
+    from .export import default_export_dir
     from .outputs import check_writable_dir
     from .runner import find_cases, run_folder, write_timing_csv
 
-    try:
-        checkpoint_path = resolve_checkpoint(checkpoint)
-    except CheckpointError as exc:
-        _fail(str(exc))
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
             try:
@@ -76,12 +78,14 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
 
     start = time.perf_counter()
     try:
-        runner_engine = create_engine(engine, checkpoint_path, threads=threads, device=device)
-    except CheckpointError as exc:
+        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
+                               threads=threads, device=device)
+    except (CheckpointError, ExportError, ValueError) as exc:
         _fail(str(exc))
-    for note in getattr(runner_engine, "notes", []):
-        _say(f"checkpoint {checkpoint_path}: {note}")
-    _say(f"{engine} engine ready in {time.perf_counter() - start:.2f} s ({checkpoint_path})", quiet)
+    runner_engine = choice.engine
+    for note in choice.notes:
+        _say(f"note: {note}")
+    _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
 
     results = []
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
@@ -106,6 +110,45 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     )
     if counts["failed"]:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+@click.option("--int8", "int8_calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="CASES_DIR", help="Also make an int8 encoder (NNCF; approximate), calibrated on the .npz cases here.")
+def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path | None) -> None:
+    """Convert the checkpoint to OpenVINO IR (fp32) for the fast, torch-free engine."""
+    from .export import default_export_dir, export_openvino
+
+    try:
+        path = resolve_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    target = out_dir or default_export_dir()
+    click.echo(f"exporting {path} -> {target} (takes about half a minute)", err=True)
+    try:
+        report = export_openvino(path, target)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    if int8_calibration is not None:
+        from .export import export_int8_encoder
+
+        click.echo(f"warning: int8 is approximate; calibrating on {int8_calibration}", err=True)
+        try:
+            used = export_int8_encoder(target, int8_calibration)
+        except (ImportError, ValueError) as exc:
+            _fail(f"int8 export failed: {exc} (int8 needs `pip install nncf`)")
+        click.echo(f"int8 encoder calibrated on {used} slice(s)", err=True)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(
+        f"exported in {report.seconds:.1f} s; OpenVINO fp32 vs torch on a random input: max abs difference "
+        f"{report.encoder_max_abs_diff:.2e} (embedding), {report.decoder_max_abs_diff:.2e} (logits)",
+        err=True,
+    )
 
 
 @main.command()

@@ -1,11 +1,19 @@
 """The official script's schedule, for benchmarks: one encoder pass per box per slice, one decoder call per box.
 
 Same maths as ``segment``; only the amount of work differs. It exists to measure what the official
-``CVPR24_LiteMedSAM_infer.py`` pays, never as a way to run cases.
+``CVPR24_LiteMedSAM_infer.py`` pays as a user runs it, never as a way to run cases: importing this module
+loads matplotlib and pandas (the official script imports both), and ``save_official_overlay`` draws the
+two-panel matplotlib figure that the official script saves at dpi 300 for every case by default.
+Needs ``pip install matplotlib pandas`` (benchmark only).
 """
 from __future__ import annotations
 
-import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas  # noqa: E402,F401  (the official script imports it for its efficiency.csv)
 
 from .engines.base import Engine
 from .preprocess import box_to_256, image_to_model_input, mask_box_256
@@ -46,3 +54,28 @@ def segment_3d_official(engine: Engine, volume: np.ndarray, boxes: np.ndarray, d
             own[z] = _one_box(engine, embedding, prompt, resized, original)
         segs[own] = label
     return segs
+
+
+def save_official_overlay(path, image: np.ndarray, segs: np.ndarray, boxes: np.ndarray) -> None:
+    """Image and image-with-masks side by side, 10x5 inches at dpi 300, like the official overlay."""
+    is_3d = segs.ndim == 3
+    z = segs.shape[0] // 2 if is_3d else None
+    shown = image[z] if is_3d else image
+    labels = segs[z] if is_3d else segs
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, title in zip(axes, ("Image", "LiteMedSAM Segmentation")):
+        ax.imshow(shown, cmap="gray" if is_3d else None)
+        ax.set_title(title)
+        ax.axis("off")
+    rng = np.random.default_rng(2024)
+    for label, box in enumerate(boxes, 1):
+        if is_3d and not (labels == label).any():
+            continue
+        colour = rng.random(3)
+        x0, y0, x1, y1 = (box[0], box[1], box[3], box[4]) if is_3d else box[:4]
+        axes[1].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, edgecolor=colour, facecolor=(0, 0, 0, 0), lw=2))
+        overlay = (labels == label)[..., None] * np.concatenate([colour, [0.5]])[None, None]
+        axes[1].imshow(overlay)
+    plt.tight_layout()
+    plt.savefig(path, dpi=300)
+    plt.close(fig)

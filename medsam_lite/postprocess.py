@@ -48,3 +48,35 @@ def upscale_logits(
 def foreground(logits: np.ndarray) -> np.ndarray:
     """Logits of any shape -> boolean mask of ``sigmoid(logits) > 0.5``."""
     return logits > LOGIT_THRESHOLD
+
+
+def _tap_range(i0: np.ndarray, i1: np.ndarray, lo: int, hi: int) -> slice:
+    """Output indices whose two source taps reach source indices lo..hi (taps are non-decreasing)."""
+    first = int(np.searchsorted(i1, lo, side="left"))
+    last = int(np.searchsorted(i0, hi, side="right"))
+    return slice(first, last)
+
+
+def masks_from_logits(
+    logits: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
+) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
+    """(N, 256, 256) logits -> per box a boolean mask of the part of (H, W) that can be foreground, and where.
+
+    Bilinear weights are non-negative, so an output pixel whose four source logits are all <= 0 is <= 0:
+    only the output rows/columns that reach a positive source logit are computed, which gives exactly the
+    full-image result. A box with no positive logit gets an empty (0, 0) mask.
+    """
+    h, w = resized
+    y0, y1, _, _ = bilinear_taps(h, original[0])
+    x0, x1, _, _ = bilinear_taps(w, original[1])
+    out = []
+    for box_logits in logits[:, :h, :w]:
+        positive = box_logits > 0
+        rows, cols = np.flatnonzero(positive.any(axis=1)), np.flatnonzero(positive.any(axis=0))
+        if rows.size == 0:
+            out.append((np.zeros((0, 0), dtype=bool), (slice(0, 0), slice(0, 0))))
+            continue
+        region = (_tap_range(y0, y1, rows[0], rows[-1]), _tap_range(x0, x1, cols[0], cols[-1]))
+        up = upscale_logits(box_logits[None], resized, original, rows=region[0], cols=region[1])[0]
+        out.append((foreground(up), region))
+    return out

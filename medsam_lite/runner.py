@@ -64,8 +64,10 @@ def run_case(
         segs = _segment(engine, case, schedule)
         write_segs(output_dir / path.name, segs)
         if overlay_dir is not None:
-            from .overlay import save_overlay
-
+            if schedule == "official":
+                from .official_schedule import save_official_overlay as save_overlay
+            else:
+                from .overlay import save_overlay
             save_overlay(overlay_dir / (path.stem + ".png"), case.image, segs, case.boxes)
     except CaseError as exc:
         return CaseResult(path.name, "failed", time.perf_counter() - start, message=str(exc))

@@ -45,3 +45,9 @@ def torch_engines(checkpoint_path):
 
 def load_reference(which: str, case: str) -> np.ndarray:
     return np.load(shared_path(REFERENCES[which], "segs", case))["segs"]
+
+
+@pytest.fixture(autouse=True)
+def no_default_export(tmp_path_factory, monkeypatch):
+    """Tests choose their engine explicitly: a developer's own work_dir/openvino export must not be picked."""
+    monkeypatch.setenv("MEDSAM_LITE_EXPORT_DIR", str(tmp_path_factory.getbasetemp() / "no-default-export"))

@@ -1,21 +1,74 @@
-"""Engines that run LiteMedSAM; each is imported only when asked for, so that torch stays unloaded
-unless the torch engine is used."""
+"""Engines that run LiteMedSAM. Each is imported only when chosen, so that torch is loaded only by the
+torch engine (the OpenVINO engine needs numpy, OpenCV and OpenVINO)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256, resolve_checkpoint
 from .base import Engine
+from .manifest import ExportError, check_matches, read_manifest
 
-ENGINES = ("torch",)
-
-
-def create_engine(name: str, checkpoint: str | os.PathLike[str], threads: int | None = None, device: str = "cpu") -> Engine:
-    """An engine by name, loaded with ``checkpoint``."""
-    if name == "torch":
-        from .torch_engine import TorchEngine
-
-        return TorchEngine(checkpoint, device=device, threads=threads)
-    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+ENGINES = ("auto", "openvino", "torch")
 
 
-__all__ = ["ENGINES", "Engine", "create_engine"]
+@dataclass
+class EngineChoice:
+    """The engine to run and what the user should be told about the choice."""
+
+    engine: Engine
+    description: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None) -> Path | None:
+    """The checkpoint the user points at (option, environment, default) if that file exists."""
+    chosen = Path(checkpoint or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
+    return chosen if chosen.is_file() else None
+
+
+def create_engine(
+    name: str,
+    checkpoint: str | os.PathLike[str] | None,
+    export_dir: str | os.PathLike[str],
+    precision: str = "f32",
+    threads: int | None = None,
+    device: str = "cpu",
+) -> EngineChoice:
+    """Load an engine. ``auto``: OpenVINO when ``export_dir`` holds an export, else torch.
+
+    An export is used only if it was made from the checkpoint in use (sha256); when no checkpoint file is
+    there (a runtime image may ship only the export), the export is used as it is and that is said.
+    """
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    manifest = read_manifest(export_dir) if name in ("auto", "openvino") else None
+    if name == "openvino" and manifest is None:
+        raise ExportError(f"no OpenVINO export in {export_dir}; run `medsam-lite export --checkpoint PATH` first")
+    if manifest is not None:
+        notes = []
+        found = _explicit_or_default_checkpoint(checkpoint)
+        if checkpoint is not None and found is None:
+            raise CheckpointError(f"no checkpoint at {checkpoint}")
+        if found is not None:
+            check_matches(manifest, export_dir, file_sha256(found), str(found))
+        else:
+            notes.append(f"no checkpoint file here to check the export against; using it as exported from "
+                         f"{manifest.checkpoint} (sha256 {manifest.checkpoint_sha256[:12]}...)")
+        if precision != "f32":
+            notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
+        from .openvino_engine import OpenVINOEngine
+
+        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads)
+        return EngineChoice(engine, f"openvino {precision} engine ({export_dir})", notes)
+    if precision != "f32":
+        raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")
+    path = resolve_checkpoint(checkpoint)
+    from .torch_engine import TorchEngine
+
+    engine = TorchEngine(path, device=device, threads=threads)
+    return EngineChoice(engine, f"torch engine ({path})", [f"checkpoint {path}: {n}" for n in engine.notes])
+
+
+__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "create_engine"]

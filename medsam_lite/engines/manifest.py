@@ -1,0 +1,61 @@
+"""The manifest of an OpenVINO export: which checkpoint it came from (sha256) and what it holds."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+MODEL_FILES = {"encoder": "image_encoder.xml", "decoder": "mask_decoder.xml", "encoder_int8": "image_encoder_int8.xml"}
+
+
+class ExportError(Exception):
+    """An export folder that is missing, incomplete or made from another checkpoint."""
+
+
+@dataclass
+class Manifest:
+    checkpoint: str
+    checkpoint_sha256: str
+    openvino: str
+    torch: str
+    created: str
+    encoder_max_abs_diff: float
+    decoder_max_abs_diff: float
+    int8_encoder: bool = False
+    format: int = MANIFEST_FORMAT
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def read_manifest(export_dir: str | os.PathLike[str]) -> Manifest | None:
+    """The manifest in ``export_dir``, or None when there is no export there."""
+    path = Path(export_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest(**data)
+    except (ValueError, TypeError) as exc:
+        raise ExportError(f"{path} is not a medsam-lite export manifest ({exc}); re-run `medsam-lite export`") from exc
+    if manifest.format != MANIFEST_FORMAT:
+        raise ExportError(f"{path} has format {manifest.format}, expected {MANIFEST_FORMAT}; re-run `medsam-lite export`")
+    for part in ("encoder", "decoder") + (("encoder_int8",) if manifest.int8_encoder else ()):
+        xml = Path(export_dir) / MODEL_FILES[part]
+        if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+            raise ExportError(f"{xml} (or its .bin) is missing from the export; re-run `medsam-lite export`")
+    return manifest
+
+
+def check_matches(manifest: Manifest, export_dir: str | os.PathLike[str], checkpoint_sha256: str, checkpoint: str) -> None:
+    """Refuse an export made from another checkpoint."""
+    if manifest.checkpoint_sha256 != checkpoint_sha256:
+        raise ExportError(
+            f"the OpenVINO export in {export_dir} was made from another checkpoint "
+            f"({manifest.checkpoint}, sha256 {manifest.checkpoint_sha256[:12]}...) than {checkpoint} "
+            f"(sha256 {checkpoint_sha256[:12]}...): it is stale. Re-run "
+            f"`medsam-lite export --checkpoint {checkpoint} --out {export_dir}`."
+        )

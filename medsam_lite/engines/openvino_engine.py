@@ -1,0 +1,75 @@
+"""The OpenVINO engine: the exported IR run with numpy + OpenCV + OpenVINO only (no torch, no matplotlib)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import openvino as ov
+
+from ..postprocess import masks_from_logits
+from .manifest import MODEL_FILES, ExportError, read_manifest
+
+PRECISIONS = ("f32", "bf16", "int8")
+
+
+def compile_config(precision: str, threads: int | None) -> dict:
+    """CPU plugin settings: latency mode, one stream, f32 unless bf16 was asked for explicitly."""
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+class OpenVINOEngine:
+    """LiteMedSAM from an export folder (``medsam-lite export``)."""
+
+    name = "openvino"
+
+    def __init__(self, export_dir: str | os.PathLike[str], precision: str = "f32", threads: int | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self.export_dir = Path(export_dir)
+        manifest = read_manifest(self.export_dir)
+        if manifest is None:
+            raise ExportError(f"no OpenVINO export in {self.export_dir}; run `medsam-lite export --checkpoint PATH`")
+        if precision == "int8" and not manifest.int8_encoder:
+            raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run `medsam-lite export --int8`")
+        self.manifest = manifest
+        self.precision = precision
+        self.notes: list[str] = []
+        core = ov.Core()
+        cache = self.export_dir / "cache"
+        if cache.is_dir() and os.access(cache, os.W_OK | os.X_OK):
+            core.set_property({"CACHE_DIR": str(cache)})
+        config = compile_config(precision, threads)
+        encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
+        self.encoder = core.compile_model(self.export_dir / encoder_file, "CPU", config)
+        self.decoder = core.compile_model(self.export_dir / MODEL_FILES["decoder"], "CPU", config)
+        self._encode_request = self.encoder.create_infer_request()
+        self._decode_request = self.decoder.create_infer_request()
+        self.encoder_passes = 0
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 embedding (a copy: the request reuses memory)."""
+        self.encoder_passes += 1
+        return self._encode_request.infer([image])[0].copy()
+
+    def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits, all boxes in one decoder call."""
+        boxes = np.ascontiguousarray(boxes_256, dtype=np.float32)
+        return self._decode_request.infer([embedding, boxes])[0][:, 0]
+
+    def masks(
+        self, embedding: np.ndarray, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
+    ) -> Iterator[np.ndarray]:
+        """Boolean (H, W) masks in box order; only the part that can be foreground is upsampled."""
+        for part, (rows, cols) in masks_from_logits(self.logits(embedding, boxes_256), resized, original):
+            mask = np.zeros(original, dtype=bool)
+            mask[rows, cols] = part
+            yield mask

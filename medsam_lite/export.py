@@ -1,0 +1,183 @@
+"""``medsam-lite export``: LiteMedSAM checkpoint -> OpenVINO IR (encoder, prompt encoder + decoder) + manifest.
+
+Needs torch (to trace the model) and OpenVINO; the IR it writes is then run without torch by
+``engines.openvino_engine``. Files in the export folder:
+- ``image_encoder.xml/.bin``: (1, 3, 256, 256) float32 in [0, 1] -> (1, 256, 64, 64) embedding;
+- ``mask_decoder.xml/.bin``: embedding (1, 256, 64, 64) and boxes (N, 4) at 256 -> logits (N, 1, 256, 256);
+- ``manifest.json``: the checkpoint's sha256 and what was exported, written last (a folder without it, or
+  whose sha256 differs from the checkpoint's, is not used);
+- ``cache/``: OpenVINO's compiled-model cache, filled at export so that the first run starts warm.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import file_sha256, load_model
+from .engines.manifest import MANIFEST_NAME, MODEL_FILES, Manifest
+
+DEFAULT_EXPORT_DIR = Path("work_dir/openvino")
+EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportReport:
+    """What export did and how close the IR is to the torch model on a random input."""
+
+    out_dir: Path
+    seconds: float
+    encoder_max_abs_diff: float
+    decoder_max_abs_diff: float
+    notes: list[str]
+
+
+def default_export_dir() -> Path:
+    return Path(os.environ.get(EXPORT_DIR_ENV) or DEFAULT_EXPORT_DIR)
+
+
+def _wrappers(model):
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.model.encode(image)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+            return self.model.decode(embedding, boxes)
+
+    # torch.onnx.export restores the wrapper's mode afterwards: a new module is in training mode,
+    # which would leave BatchNorm using batch statistics. Both stay in eval mode.
+    return Encoder().eval(), Decoder().eval()
+
+
+def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> ExportReport:
+    """Export ``checkpoint`` to OpenVINO IR (fp32) in ``out_dir``, verify it against torch, warm the cache."""
+    import warnings
+
+    import openvino as ov
+    import torch
+
+    start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else default_export_dir()
+    model, notes = load_model(checkpoint)
+    encoder, decoder = _wrappers(model)
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 160.0], [100.0, 90.0, 220.0, 250.0]])
+    with torch.no_grad():
+        embedding = encoder(image)
+        logits = decoder(embedding, boxes)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is not valid until the new manifest is written
+    with tempfile.TemporaryDirectory(dir=out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tmp = Path(tmp)
+        torch.onnx.export(encoder, (image,), tmp / "encoder.onnx", input_names=["image"],
+                          output_names=["embedding"], opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(decoder, (embedding, boxes), tmp / "decoder.onnx", input_names=["embedding", "boxes"],
+                          output_names=["logits"], dynamic_axes={"boxes": {0: "boxes"}, "logits": {0: "boxes"}},
+                          opset_version=ONNX_OPSET, dynamo=False)
+        for part, onnx_name in (("encoder", "encoder.onnx"), ("decoder", "decoder.onnx")):
+            ov.save_model(ov.convert_model(tmp / onnx_name), tmp / MODEL_FILES[part], compress_to_fp16=False)
+        for part in ("encoder", "decoder"):
+            for suffix in (".xml", ".bin"):
+                name = MODEL_FILES[part].replace(".xml", suffix)
+                os.replace(tmp / name, out / name)
+
+    shutil.rmtree(out / "cache", ignore_errors=True)
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(out / "cache")})
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    ov_encoder = core.compile_model(out / MODEL_FILES["encoder"], "CPU", config)
+    ov_decoder = core.compile_model(out / MODEL_FILES["decoder"], "CPU", config)
+    ov_embedding = ov_encoder(image.numpy())[0]
+    ov_logits = ov_decoder([embedding.numpy(), boxes.numpy()])[0]
+    report = ExportReport(
+        out, 0.0,
+        float(np.abs(ov_embedding - embedding.numpy()).max()),
+        float(np.abs(ov_logits - logits.numpy()).max()),
+        notes,
+    )
+    manifest = Manifest(
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=file_sha256(checkpoint),
+        openvino=ov.get_version(),
+        torch=torch.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        encoder_max_abs_diff=report.encoder_max_abs_diff,
+        decoder_max_abs_diff=report.decoder_max_abs_diff,
+    )
+    from .outputs import write_with
+
+    write_with(out / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def calibration_inputs(folder: str | os.PathLike[str], limit: int = 64) -> list[np.ndarray]:
+    """Model inputs (1, 3, 256, 256) from the challenge cases in ``folder``: each 2D image, and evenly spaced
+    slices of each 3D volume that its boxes cover; at most ``limit``, spread over all cases."""
+    from .cases import CaseError, load_case
+    from .preprocess import image_to_model_input
+
+    per_case: list[list[np.ndarray]] = []
+    for path in sorted(Path(folder).glob("*.npz")):
+        try:
+            case = load_case(path)
+        except CaseError:
+            continue
+        if not case.is_3d:
+            per_case.append([image_to_model_input(case.image)[0]])
+            continue
+        covered = sorted({z for b in case.boxes for z in range(int(b[2]), int(b[5]) + 1)})
+        picks = [covered[i] for i in np.linspace(0, len(covered) - 1, min(len(covered), 8)).astype(int)] if covered else []
+        per_case.append([image_to_model_input(case.image[z])[0] for z in picks])
+    inputs: list[np.ndarray] = []
+    round_ = 0
+    while len(inputs) < limit and any(round_ < len(c) for c in per_case):
+        inputs += [c[round_] for c in per_case if round_ < len(c)]
+        round_ += 1
+    return inputs[:limit]
+
+
+def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | os.PathLike[str], samples: int = 64) -> int:
+    """Add an int8 image encoder (NNCF post-training quantisation) to an existing export; returns samples used."""
+    import nncf
+    import openvino as ov
+
+    from .engines.manifest import read_manifest
+
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise FileNotFoundError(f"no export in {out}")
+    inputs = calibration_inputs(calibration_dir, samples)
+    if not inputs:
+        raise ValueError(f"no usable .npz cases in {calibration_dir} for int8 calibration")
+    model = ov.Core().read_model(out / MODEL_FILES["encoder"])
+    quantized = nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(inputs))
+    ov.save_model(quantized, out / MODEL_FILES["encoder_int8"], compress_to_fp16=False)
+    manifest.int8_encoder = True
+    from .outputs import write_with
+
+    write_with(out / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
+    return len(inputs)

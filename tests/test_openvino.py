@@ -1,0 +1,137 @@
+"""The OpenVINO engine: exported from each shared checkpoint, same masks as the official script, no torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medsam_lite.cases import load_case
+from medsam_lite.cli import main
+from medsam_lite.engines import ExportError, create_engine
+from medsam_lite.engines.openvino_engine import OpenVINOEngine
+from medsam_lite.export import export_int8_encoder, export_openvino
+from medsam_lite.fidelity import compare
+from medsam_lite.postprocess import foreground, masks_from_logits, upscale_logits
+from medsam_lite.segment import segment_2d, segment_3d
+
+from .conftest import ROOT, load_reference, shared_path
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, checkpoint_path):
+    """One export per shared checkpoint (about 15 s each)."""
+    made = {}
+
+    def get(which: str):
+        if which not in made:
+            out = tmp_path_factory.mktemp(f"export-{which}")
+            report = export_openvino(checkpoint_path(which), out)
+            assert report.encoder_max_abs_diff < 1e-4 and report.decoder_max_abs_diff < 1e-3
+            made[which] = out
+        return made[which]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def ov_engines(exports):
+    cache = {}
+
+    def get(which: str) -> OpenVINOEngine:
+        if which not in cache:
+            cache[which] = OpenVINOEngine(exports(which))
+        return cache[which]
+
+    return get
+
+
+CASES = [
+    "2DBox_Mammography_demo.npz",
+    "2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz",
+    "2DBox_XRay_Pneumothorax-Masks_2046_train_1.npz",
+    "3DBox_CT_Lesion_000001_02_01_008-023.npz",
+    "3DBox_CT_Lesion_000010_01_01_078-090.npz",
+]
+
+
+@pytest.mark.parametrize("which", ["demo", "random"])
+@pytest.mark.parametrize("name", CASES)
+def test_openvino_matches_official(ov_engines, which, name):
+    engine = ov_engines(which)
+    case = load_case(shared_path("cases", "imgs", name))
+    run = segment_3d if case.is_3d else segment_2d
+    agreement = compare(run(engine, case.image, case.boxes), load_reference(which, name))
+    assert agreement.passes, agreement
+
+
+def test_region_upsampling_equals_full_upsampling():
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((4, 256, 256)) - 6).astype(np.float32)
+    logits[0] += 8  # positives everywhere
+    logits[1, 40:90, 100:130] += 12  # one blob
+    logits[2, 0:3, 250:256] += 12  # a corner, partly in the padding for non-square images
+    logits[3] = -1.0  # a box with nothing
+    for resized, original in [((256, 256), (1024, 1024)), ((170, 256), (700, 1054)), ((256, 200), (256, 200))]:
+        full = foreground(upscale_logits(logits, resized, original))
+        for i, (part, (rows, cols)) in enumerate(masks_from_logits(logits, resized, original)):
+            rebuilt = np.zeros(original, bool)
+            rebuilt[rows, cols] = part
+            assert np.array_equal(rebuilt, full[i])
+            if i in (1, 2):
+                assert part.size < full[i].size / 10
+
+
+def test_stale_export_is_refused(exports, checkpoint_path, tmp_path):
+    with pytest.raises(ExportError, match="stale.*Re-run `medsam-lite export"):
+        create_engine("auto", checkpoint_path("random"), exports("demo"))
+    result = CliRunner().invoke(main, ["predict", "-i", ROOT / "test_demo/imgs", "-o", tmp_path / "o",
+                                       "--checkpoint", checkpoint_path("random"), "--export-dir", exports("demo")])
+    assert result.exit_code == 2 and "stale" in result.stderr
+
+
+def test_auto_engine_choice(exports, checkpoint_path, tmp_path):
+    assert create_engine("auto", checkpoint_path("demo"), exports("demo")).engine.name == "openvino"
+    assert create_engine("auto", checkpoint_path("demo"), tmp_path / "no-export").engine.name == "torch"
+    with pytest.raises(ExportError, match="no OpenVINO export"):
+        create_engine("openvino", checkpoint_path("demo"), tmp_path / "no-export")
+
+
+def test_runtime_path_imports_neither_torch_nor_matplotlib(exports, tmp_path):
+    """The whole per-case path on the OpenVINO engine, in a fresh process without a checkpoint file."""
+    script = f"""
+import sys
+from medsam_lite.cli import main
+sys.argv = ["medsam-lite", "predict", "-i", {str(ROOT / 'test_demo/imgs')!r}, "-o", {str(tmp_path / 'out')!r},
+            "--export-dir", {str(exports('demo'))!r}, "-q"]
+try:
+    main()
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+assert "torch" not in sys.modules and "matplotlib" not in sys.modules, sorted(sys.modules)
+print("torch-free ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MEDSAM_LITE_CHECKPOINT": ""})
+    assert "torch-free ok" in done.stdout, done.stderr
+    assert "no checkpoint file here to check the export against" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (ROOT / "test_demo/imgs").iterdir() if p.suffix == ".npz")
+
+
+def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path):
+    export_dir = exports("demo")
+    used = export_int8_encoder(export_dir, shared_path("cases", "imgs"), samples=8)
+    assert used == 8
+    case = load_case(shared_path("cases", "imgs", "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz"))
+    f32 = segment_2d(OpenVINOEngine(export_dir), case.image, case.boxes)
+    for precision in ("bf16", "int8"):
+        approx = segment_2d(OpenVINOEngine(export_dir, precision=precision), case.image, case.boxes)
+        agreement = compare(approx, f32)
+        assert agreement.voxels > 0.99 and agreement.min_dice > 0.9, (precision, agreement)
+        result = CliRunner().invoke(main, ["predict", "-i", ROOT / "test_demo/imgs", "-o", tmp_path / precision,
+                                           "--export-dir", export_dir, "--precision", precision, "-q",
+                                           "--checkpoint", shared_path("checkpoints", "lite_medsam_demo.pth")])
+        assert result.exit_code == 0, result.stderr
+        assert f"--precision {precision} is approximate" in result.stderr
