@@ -75,14 +75,14 @@ def _decode_slice(
     engine: Engine,
     embedding: Any,
     tracks: list[BoxTrack],
-    volume_slice_shape: tuple[int, int],
+    original: tuple[int, int],
     resized: tuple[int, int],
     segs_slice: np.ndarray,
 ) -> list[np.ndarray]:
-    """Decode all active tracks on one slice; merge their masks into ``segs_slice``; return the masks."""
+    """Decode all active tracks on one slice in one engine call; merge their masks into ``segs_slice``."""
     boxes = np.stack([t.prompt for t in tracks])
     masks = []
-    for track, mask in zip(tracks, engine.masks(embedding, boxes, resized, volume_slice_shape)):
+    for track, mask in zip(tracks, engine.masks(embedding, boxes, resized, original)):
         np.maximum(segs_slice, mask.astype(segs_slice.dtype) * segs_slice.dtype.type(track.label), out=segs_slice)
         masks.append(mask)
     return masks

@@ -4,12 +4,14 @@ For each checkpoint in ../shared/checkpoints, runs our pipeline on the cases of 
 prints voxel agreement and the smallest per-label Dice; exits 1 if any case misses the bar (>= 99.9 %
 voxels equal and every label's Dice >= 0.995).
 
-Usage: python scripts/check_fidelity.py [--shared ../shared] [--engine torch] [--only SUBSTRING]
+Usage: python scripts/check_fidelity.py [--shared ../shared] [--engine torch|openvino] [--only SUBSTRING]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +28,9 @@ PAIRS = [("lite_medsam_demo.pth", "reference"), ("lite_medsam_random.pth", "refe
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
-    parser.add_argument("--engine", default="torch")
+    parser.add_argument("--engine", default="torch", choices=["torch", "openvino"])
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="openvino: an export of each checkpoint is made here (default: a temporary folder)")
     parser.add_argument("--only", default="", help="only cases whose name contains this")
     args = parser.parse_args()
     if not args.shared.is_dir():
@@ -36,8 +40,15 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     failures = 0
+    scratch = Path(tempfile.mkdtemp(prefix="fidelity-export-"))
     for checkpoint, reference in PAIRS:
-        engine = create_engine(args.engine, args.shared / "checkpoints" / checkpoint)
+        path = args.shared / "checkpoints" / checkpoint
+        export_dir = (args.export_dir or scratch) / Path(checkpoint).stem
+        if args.engine == "openvino":
+            from medsam_lite.export import export_openvino
+
+            export_openvino(path, export_dir)
+        engine = create_engine(args.engine, path, export_dir).engine
         for ref_path in sorted((args.shared / reference / "segs").glob("*.npz")):
             if args.only not in ref_path.name:
                 continue
@@ -54,6 +65,7 @@ def main() -> int:
                 f"{'yes' if agreement.passes else 'NO'}",
                 flush=True,
             )
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"bar: voxels >= {MIN_VOXEL_AGREEMENT}, every label Dice >= {MIN_LABEL_DICE}; {failures} case(s) below it")
     return 1 if failures else 0
 
