@@ -75,13 +75,13 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
     parser.add_argument("--modes", default="official,torch,openvino")
     parser.add_argument("--export-dir", type=Path, default=Path("work_dir/openvino"))
-    parser.add_argument("--only", default="", help="only cases whose name contains this")
+    parser.add_argument("--only", nargs="*", default=[""], help="only cases whose name contains one of these")
     parser.add_argument("--skip-official", nargs="*", default=[], help="cases (substrings) not run in 'official'")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     args = parser.parse_args()
     modes = args.modes.split(",")
-    cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if args.only in p.name)
+    cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if any(o in p.name for o in args.only))
     checkpoint = args.shared / "checkpoints" / args.checkpoint
     overlay_dir = Path(tempfile.mkdtemp(prefix="official-overlays-"))
     args_of = {m: mode_args(m, args.export_dir, overlay_dir) for m in modes}

@@ -12,6 +12,9 @@ from ..postprocess import masks_from_logits
 from .manifest import MODEL_FILES, ExportError, read_manifest
 
 PRECISIONS = ("f32", "bf16", "int8")
+# Boxes per decoder inference. Measured on 33 boxes (2 cores): 1 per call 30.9 ms/box and 439 MiB peak RSS,
+# 8 per call 33.3 ms/box and 831 MiB, all 33 in one call 71.9 ms/box and 2244 MiB.
+DECODE_CHUNK = 1
 
 
 def compile_config(precision: str, threads: int | None) -> dict:
@@ -61,9 +64,13 @@ class OpenVINOEngine:
         return self._encode_request.infer([image])[0].copy()
 
     def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
-        """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits, all boxes in one decoder call."""
+        """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits, decoded DECODE_CHUNK boxes at a time."""
         boxes = np.ascontiguousarray(boxes_256, dtype=np.float32)
-        return self._decode_request.infer([embedding, boxes])[0][:, 0]
+        parts = [
+            self._decode_request.infer([embedding, boxes[i : i + DECODE_CHUNK]])[0][:, 0].copy()
+            for i in range(0, len(boxes), DECODE_CHUNK)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 256, 256), np.float32)
 
     def masks(
         self, embedding: np.ndarray, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
