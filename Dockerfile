@@ -32,8 +32,8 @@ COPY predict.sh ./
 # The model cache is read by whichever user predict.sh runs as (see below).
 RUN chmod -R a+rX /workspace && chmod 0755 predict.sh
 
-# hadolint ignore=DL3002
 # The container starts as root on purpose: predict.sh immediately drops to the owner of the mounted
 # /workspace/outputs (or to the non-root user 'medsam' when that folder belongs to root), so outputs are
 # writable and owned by the host user whatever their uid; the work itself never runs as root.
+# hadolint ignore=DL3002
 USER root
