@@ -10,7 +10,6 @@ Needs torch (to trace the model) and OpenVINO; the IR it writes is then run with
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import file_sha256, load_model
-from .engines.manifest import MANIFEST_NAME, MODEL_FILES, Manifest
+from .engines.manifest import MANIFEST_NAME, MODEL_FILES, Manifest, write_manifest
 
 DEFAULT_EXPORT_DIR = Path("work_dir/openvino")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -125,9 +124,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
         encoder_max_abs_diff=report.encoder_max_abs_diff,
         decoder_max_abs_diff=report.decoder_max_abs_diff,
     )
-    from .outputs import write_with
-
-    write_with(out / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
+    write_manifest(out, manifest)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -177,7 +174,5 @@ def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | 
                               subset_size=len(inputs))
     ov.save_model(quantized, out / MODEL_FILES["encoder_int8"], compress_to_fp16=False)
     manifest.int8_encoder = True
-    from .outputs import write_with
-
-    write_with(out / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
+    write_manifest(out, manifest)
     return len(inputs)

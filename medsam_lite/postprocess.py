@@ -40,8 +40,9 @@ def upscale_logits(
     cropped = logits[:, :h, :w]
     y0, y1, wy0, wy1 = (a[rows] for a in bilinear_taps(h, original[0]))
     x0, x1, wx0, wx1 = (a[cols] for a in bilinear_taps(w, original[1]))
-    top = cropped[:, y0][:, :, x0] * wx0 + cropped[:, y0][:, :, x1] * wx1
-    bottom = cropped[:, y1][:, :, x0] * wx0 + cropped[:, y1][:, :, x1] * wx1
+    rows0, rows1 = cropped[:, y0], cropped[:, y1]
+    top = rows0[:, :, x0] * wx0 + rows0[:, :, x1] * wx1
+    bottom = rows1[:, :, x0] * wx0 + rows1[:, :, x1] * wx1
     return wy0[:, None] * top + wy1[:, None] * bottom
 
 

@@ -50,6 +50,13 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> Manifest | None:
     return manifest
 
 
+def write_manifest(export_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically (it marks the export as complete)."""
+    from ..outputs import write_with
+
+    write_with(Path(export_dir) / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
+
+
 def check_matches(manifest: Manifest, export_dir: str | os.PathLike[str], checkpoint_sha256: str, checkpoint: str) -> None:
     """Refuse an export made from another checkpoint."""
     if manifest.checkpoint_sha256 != checkpoint_sha256:
