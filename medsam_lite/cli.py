@@ -152,6 +152,31 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
 
 
 @main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
+@click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True)
+@click.option("--export-dir", type=click.Path(path_type=Path), default=None,
+              help="OpenVINO export [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True)
+def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str) -> None:
+    """Load the engine that `predict` would use and say which it is (exit 2 if none can be loaded).
+
+    With OpenVINO this also fills the export's model cache, so that later runs start faster.
+    """
+    from .engines import create_engine
+    from .export import default_export_dir
+
+    start = time.perf_counter()
+    try:
+        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision)
+    except (CheckpointError, ExportError, ValueError) as exc:
+        _fail(str(exc))
+    for note in choice.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
+
+
+@main.command()
 @click.option("-s", "--seg-dir", required=True, type=click.Path(path_type=Path), help="Folder of predictions (segs).")
 @click.option("-g", "--gt-dir", required=True, type=click.Path(path_type=Path), help="Folder of ground truth (gts).")
 @click.option("-o", "--output", "csv_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -167,7 +192,11 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
 def evaluate(seg_dir: Path, gt_dir: Path, csv_path: Path, no_nsd: bool, workers: int, spacing_order: str,
              summary_json: Path | None, quiet: bool) -> None:
     """DSC and NSD (2 mm) per case, as the challenge's compute_metrics.py, plus a per-modality summary."""
-    from evaluation.report import run_evaluation
+    try:
+        from evaluation.report import run_evaluation
+    except ImportError as exc:  # the runtime image installs requirements/runtime.txt only
+        _fail(f"evaluate needs {exc.name or 'scipy'}, which is not installed here: pip install -r requirements/evaluate.txt "
+              f"(or reinstall medsam-lite with its dependencies)")
 
     sys.exit(run_evaluation(seg_dir, gt_dir, csv_path, nsd=not no_nsd, workers=workers,
                             spacing_order=spacing_order, summary_json=summary_json, quiet=quiet))

@@ -3,7 +3,9 @@
 Needs torch (to trace the model) and OpenVINO; the IR it writes is then run without torch by
 ``engines.openvino_engine``. Files in the export folder:
 - ``image_encoder.xml/.bin``: (1, 3, 256, 256) float32 in [0, 1] -> (1, 256, 64, 64) embedding;
-- ``mask_decoder.xml/.bin``: embedding (1, 256, 64, 64) and boxes (N, 4) at 256 -> logits (N, 1, 256, 256);
+- ``decoder_image.xml/.bin``: embedding (1, 256, 64, 64) -> what the mask decoder computes of it whatever the
+  boxes (image tokens and the first layer's projections of them, ``DECODER_IMAGE_OUTPUTS``), once per image;
+- ``mask_decoder.xml/.bin``: those and boxes (N, 4) at 256 -> logits (N, 1, 256, 256);
 - ``manifest.json``: the checkpoint's sha256 and what was exported, written last (a folder without it, or
   whose sha256 differs from the checkpoint's, is not used);
 - ``cache/``: OpenVINO's compiled-model cache, filled at export so that the first run starts warm.
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import file_sha256, load_model
-from .engines.manifest import MANIFEST_NAME, MODEL_FILES, Manifest, write_manifest
+from .engines.manifest import DECODER_IMAGE_OUTPUTS, MANIFEST_NAME, MODEL_FILES, Manifest, write_manifest
 
 DEFAULT_EXPORT_DIR = Path("work_dir/openvino")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -45,6 +47,8 @@ def default_export_dir() -> Path:
 def _wrappers(model):
     import torch
 
+    from .modeling.transformer import ImageProjections, PreparedImage
+
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -53,17 +57,29 @@ def _wrappers(model):
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             return self.model.encode(image)
 
-    class Decoder(torch.nn.Module):
+    class DecoderImage(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-            return self.model.decode(embedding, boxes)
+        def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            image = self.model.prepare_decoder(embedding)
+            return (image.keys, *image.first_layer)
+
+    class DecoderBoxes(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
+                    boxes: torch.Tensor) -> torch.Tensor:
+            key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)  # a constant
+            image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
+            return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
 
     # torch.onnx.export restores the wrapper's mode afterwards: a new module is in training mode,
-    # which would leave BatchNorm using batch statistics. Both stay in eval mode.
-    return Encoder().eval(), Decoder().eval()
+    # which would leave BatchNorm using batch statistics. All stay in eval mode.
+    return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval()
 
 
 def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> ExportReport:
@@ -76,27 +92,32 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_export_dir()
     model, notes = load_model(checkpoint)
-    encoder, decoder = _wrappers(model)
+    encoder, decoder_image, decoder_boxes = _wrappers(model)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
     boxes = torch.tensor([[20.0, 30.0, 120.0, 160.0], [100.0, 90.0, 220.0, 250.0]])
     with torch.no_grad():
         embedding = encoder(image)
-        logits = decoder(embedding, boxes)
+        prepared = decoder_image(embedding)
+        logits = model.decode(embedding, boxes)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is not valid until the new manifest is written
+    graphs = [  # (part, module, example inputs, input names, output names, dynamic axes)
+        ("encoder", encoder, (image,), ["image"], ["embedding"], None),
+        ("decoder_image", decoder_image, (embedding,), ["embedding"], list(DECODER_IMAGE_OUTPUTS), None),
+        ("decoder", decoder_boxes, (*prepared, boxes), [*DECODER_IMAGE_OUTPUTS, "boxes"], ["logits"],
+         {"boxes": {0: "boxes"}, "logits": {0: "boxes"}}),
+    ]
     with tempfile.TemporaryDirectory(dir=out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tmp = Path(tmp)
-        torch.onnx.export(encoder, (image,), tmp / "encoder.onnx", input_names=["image"],
-                          output_names=["embedding"], opset_version=ONNX_OPSET, dynamo=False)
-        torch.onnx.export(decoder, (embedding, boxes), tmp / "decoder.onnx", input_names=["embedding", "boxes"],
-                          output_names=["logits"], dynamic_axes={"boxes": {0: "boxes"}, "logits": {0: "boxes"}},
-                          opset_version=ONNX_OPSET, dynamo=False)
-        for part, onnx_name in (("encoder", "encoder.onnx"), ("decoder", "decoder.onnx")):
-            ov.save_model(ov.convert_model(tmp / onnx_name), tmp / MODEL_FILES[part], compress_to_fp16=False)
-        for part in ("encoder", "decoder"):
+        for part, module, inputs, input_names, output_names, dynamic_axes in graphs:
+            onnx_path = tmp / f"{part}.onnx"
+            torch.onnx.export(module, inputs, onnx_path, input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes, opset_version=ONNX_OPSET, dynamo=False)
+            ov.save_model(ov.convert_model(onnx_path), tmp / MODEL_FILES[part], compress_to_fp16=False)
+        for part, *_ in graphs:
             for suffix in (".xml", ".bin"):
                 name = MODEL_FILES[part].replace(".xml", suffix)
                 os.replace(tmp / name, out / name)
@@ -105,10 +126,10 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(out / "cache")})
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    ov_encoder = core.compile_model(out / MODEL_FILES["encoder"], "CPU", config)
-    ov_decoder = core.compile_model(out / MODEL_FILES["decoder"], "CPU", config)
-    ov_embedding = ov_encoder(image.numpy())[0]
-    ov_logits = ov_decoder([embedding.numpy(), boxes.numpy()])[0]
+    compiled = {part: core.compile_model(out / MODEL_FILES[part], "CPU", config) for part, *_ in graphs}
+    ov_embedding = compiled["encoder"](image.numpy())[0]
+    ov_prepared = compiled["decoder_image"](embedding.numpy())
+    ov_logits = compiled["decoder"]([*(ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))), boxes.numpy()])[0]
     report = ExportReport(
         out, 0.0,
         float(np.abs(ov_embedding - embedding.numpy()).max()),

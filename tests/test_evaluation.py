@@ -176,3 +176,18 @@ def test_modality_names():
     assert modality("3DBox_CT_AMOS_amos_0018.npz") == "CT"
     assert modality("2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz") == "XRay"
     assert modality("3DBox_Microscopy_SELMA3D_patchvolume_nuclei_004.npz") == "Microscopy"
+
+
+def test_evaluate_without_scipy_says_what_to_install(tmp_path):
+    """The runtime image has no SciPy: evaluate must say so, not print a traceback."""
+    script = f"""
+import sys
+sys.modules["scipy"] = None
+from medsam_lite.cli import main
+sys.argv = ["medsam-lite", "evaluate", "-s", {str(tmp_path)!r}, "-g", {str(tmp_path)!r}, "-o", {str(tmp_path / 'm.csv')!r}]
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert "evaluate needs scipy" in done.stderr and "requirements/evaluate.txt" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -99,7 +99,7 @@ def test_auto_engine_choice(exports, checkpoint_path, tmp_path):
         create_engine("openvino", checkpoint_path("demo"), tmp_path / "no-export")
 
 
-def test_runtime_path_imports_neither_torch_nor_matplotlib(exports, tmp_path):
+def test_runtime_path_imports_neither_torch_nor_matplotlib_nor_scipy(exports, tmp_path):
     """The whole per-case path on the OpenVINO engine, in a fresh process without a checkpoint file."""
     script = f"""
 import sys
@@ -110,7 +110,7 @@ try:
     main()
 except SystemExit as exc:
     assert exc.code in (0, None), exc.code
-assert "torch" not in sys.modules and "matplotlib" not in sys.modules, sorted(sys.modules)
+assert not {{"torch", "matplotlib", "scipy"}} & set(sys.modules), sorted(sys.modules)
 print("torch-free ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
@@ -135,3 +135,36 @@ def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path):
                                            "--checkpoint", shared_path("checkpoints", "lite_medsam_demo.pth")])
         assert result.exit_code == 0, result.stderr
         assert f"--precision {precision} is approximate" in result.stderr
+
+
+def test_runtime_requirements_are_what_the_runtime_path_imports():
+    """The runtime image installs requirements/runtime.txt alone: no torch, no SciPy there."""
+    names = {line.split(">")[0].split("=")[0].strip() for line in (ROOT / "requirements/runtime.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert names == {"numpy", "opencv-python-headless", "click", "tqdm", "openvino"}
+
+
+def test_export_of_an_older_format_is_refused(exports, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(exports("demo"), old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["check", "--export-dir", old, "--engine", "openvino"])
+    assert result.exit_code == 2 and "expected 2; re-run `medsam-lite export`" in result.stderr
+
+
+def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
+    import shutil
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(exports("demo"), export_dir, ignore=shutil.ignore_patterns("cache"))
+    result = CliRunner().invoke(main, ["check", "--export-dir", export_dir, "--engine", "openvino"])
+    assert result.exit_code == 0, result.stderr
+    assert "openvino f32 engine" in result.stdout
+    assert len(list((export_dir / "cache").iterdir())) == 3  # encoder, decoder image part, decoder box part
+    missing = CliRunner().invoke(main, ["check", "--export-dir", tmp_path / "none", "--engine", "openvino"])
+    assert missing.exit_code == 2 and "medsam-lite export" in missing.stderr

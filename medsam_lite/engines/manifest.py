@@ -7,8 +7,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
-MODEL_FILES = {"encoder": "image_encoder.xml", "decoder": "mask_decoder.xml", "encoder_int8": "image_encoder_int8.xml"}
+MANIFEST_FORMAT = 2  # 2: the decoder in two graphs (per image, per box)
+MODEL_FILES = {
+    "encoder": "image_encoder.xml",
+    "decoder_image": "decoder_image.xml",
+    "decoder": "mask_decoder.xml",
+    "encoder_int8": "image_encoder_int8.xml",
+}
+# What decoder_image.xml gives mask_decoder.xml, in order: image tokens (1, 4096, 256) and the first layer's
+# token->image keys, values and image->token queries (1, 4096, 128 each).
+DECODER_IMAGE_OUTPUTS = ("keys", "token_to_image_k", "token_to_image_v", "image_to_token_q")
 
 
 class ExportError(Exception):
@@ -43,7 +51,7 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> Manifest | None:
         raise ExportError(f"{path} is not a medsam-lite export manifest ({exc}); re-run `medsam-lite export`") from exc
     if manifest.format != MANIFEST_FORMAT:
         raise ExportError(f"{path} has format {manifest.format}, expected {MANIFEST_FORMAT}; re-run `medsam-lite export`")
-    for part in ("encoder", "decoder") + (("encoder_int8",) if manifest.int8_encoder else ()):
+    for part in ("encoder", "decoder_image", "decoder") + (("encoder_int8",) if manifest.int8_encoder else ()):
         xml = Path(export_dir) / MODEL_FILES[part]
         if not xml.is_file() or not xml.with_suffix(".bin").is_file():
             raise ExportError(f"{xml} (or its .bin) is missing from the export; re-run `medsam-lite export`")

@@ -40,7 +40,8 @@ class TorchEngine:
     def logits(self, embedding: torch.Tensor, boxes_256: np.ndarray) -> torch.Tensor:
         """(N, 4) boxes at 256 -> (N, 1, 256, 256) low-res logits, decoded in chunks of DECODE_CHUNK."""
         boxes = torch.as_tensor(np.asarray(boxes_256), dtype=torch.float32, device=self.device)
-        parts = [self.model.decode(embedding, boxes[i : i + DECODE_CHUNK]) for i in range(0, len(boxes), DECODE_CHUNK)]
+        image = self.model.prepare_decoder(embedding)
+        parts = [self.model.decode_prepared(image, boxes[i : i + DECODE_CHUNK]) for i in range(0, len(boxes), DECODE_CHUNK)]
         return torch.cat(parts)
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ from torch import nn
 from .image_encoder import TinyViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .transformer import TwoWayTransformer
+from .transformer import PreparedImage, TwoWayTransformer
 
 IMAGE_SIZE = 256  # model input side, pixels
 EMBEDDING_SIZE = 64  # image embedding side
@@ -26,11 +26,20 @@ class LiteMedSAM(nn.Module):
         """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) image embedding."""
         return self.image_encoder(image)
 
+    def prepare_decoder(self, embedding: torch.Tensor) -> PreparedImage:
+        """What the decoder needs of an embedding (1, 256, 64, 64) whatever the boxes; compute once per image."""
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self.mask_decoder.prepare(embedding, self.prompt_encoder.get_dense_pe(), dense)
+
+    def decode_prepared(self, image: PreparedImage, boxes: torch.Tensor) -> torch.Tensor:
+        """N boxes (N, 4) at 256 against a prepared embedding -> low-res logits (N, 1, 256, 256)."""
+        sparse = self.prompt_encoder.embed_boxes(boxes)
+        logits, _ = self.mask_decoder.predict(image, sparse)
+        return logits
+
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Embedding (1, 256, 64, 64) and N boxes (N, 4) at 256 -> low-res logits (N, 1, 256, 256)."""
-        sparse, dense = self.prompt_encoder(boxes)
-        logits, _ = self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense)
-        return logits
+        return self.decode_prepared(self.prepare_decoder(embedding), boxes)
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """One image (1, 3, 256, 256) and boxes (N, 4) -> logits (N, 1, 256, 256)."""

@@ -1,12 +1,14 @@
 """SAM mask decoder with ``multimask_output=False``: one low-resolution mask (256x256 logits) per box."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import PreparedImage, TwoWayTransformer
 
 
 class MLP(nn.Module):
@@ -53,6 +55,47 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
+    def prepare(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> PreparedImage:
+        """What the decoder computes from the image alone: embedding (B, 256, 64, 64) plus the dense prompt
+        embedding (B or 1, 256, 64, 64), with the positional encoding (1, 256, 64, 64)."""
+        return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe[:1])
+
+    def _run(self, image: PreparedImage, sparse_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformer and upscaling: output tokens (B, 7, 256) and features (B, 32, 256, 256)."""
+        n = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
+        hs, src = self.transformer.forward_prepared(image, tokens)
+        b, c = src.shape[0], src.shape[2]
+        h = w = math.isqrt(src.shape[1])
+        return hs, self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+
+    def predict(self, image: PreparedImage, sparse_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens (B, 2, 256) against a prepared image -> logits (B, 1, 256, 256), IoU estimate (B, 1).
+
+        Single-mask output: the first of the four mask tokens, as SAM does for ``multimask_output=False``.
+        """
+        hs, upscaled = self._run(image, sparse_prompt_embeddings)
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])
+        return masks[:, 0:1], iou_pred[:, 0:1]
+
+    def predict_mask(self, image: PreparedImage, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """``predict``'s logits (B, 1, 256, 256) alone, for export: only the first mask token's hypernetwork,
+        and the product with the features taken channels-last. The same sums in another order (the results
+        differ from ``predict`` by float rounding only); OpenVINO then skips a layout reorder of the
+        (256, 256, 32) features, about a quarter of a decoder call."""
+        hs, upscaled = self._run(image, sparse_prompt_embeddings)
+        hyper = self.output_hypernetworks_mlps[0](hs[:, 1, :])
+        return (upscaled.permute(0, 2, 3, 1) @ hyper[:, None, :, None]).permute(0, 3, 1, 2)
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -60,27 +103,5 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Single-mask output: the first of the four mask tokens, as SAM does for ``multimask_output=False``."""
-        n = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
-
-        src = image_embeddings
-        if src.shape[0] != n:
-            src = torch.repeat_interleave(src, n, dim=0)
-        src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, n, dim=0)
-        b, c, h, w = src.shape
-
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        return masks[:, 0:1], iou_pred[:, 0:1]
+        """Embedding (1 or B, 256, 64, 64) and B boxes' prompt embeddings -> logits, IoU (SAM's signature)."""
+        return self.predict(self.prepare(image_embeddings, image_pe, dense_prompt_embeddings), sparse_prompt_embeddings)

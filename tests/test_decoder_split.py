@@ -1,0 +1,55 @@
+"""The mask decoder split into an image part (once per image) and a box part (once per box)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medsam_lite.cases import load_case
+from medsam_lite.checkpoint import load_model
+from medsam_lite.preprocess import box_to_256, image_to_model_input
+
+from .conftest import shared_path
+
+
+def _case_inputs(model):
+    case = load_case(shared_path("cases", "imgs", "2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz"))
+    image, _ = image_to_model_input(case.image)
+    boxes = torch.as_tensor(box_to_256(case.boxes, case.image.shape[:2]), dtype=torch.float32)
+    with torch.no_grad():
+        return model.encode(torch.from_numpy(image)), boxes[:8]
+
+
+def test_prepared_image_reused_for_every_box_is_bit_identical(checkpoint_path):
+    model, _ = load_model(checkpoint_path("random"))
+    embedding, boxes = _case_inputs(model)
+    with torch.no_grad():
+        prepared = model.prepare_decoder(embedding)
+        for box in boxes:
+            assert torch.equal(model.decode_prepared(prepared, box[None]), model.decode(embedding, box[None]))
+
+
+def test_prepared_image_holds_the_first_layers_projections(checkpoint_path):
+    model, _ = load_model(checkpoint_path("demo"))
+    embedding, _ = _case_inputs(model)
+    with torch.no_grad():
+        prepared = model.prepare_decoder(embedding)
+    assert prepared.keys.shape == (1, 4096, 256) and prepared.key_pe.shape == (1, 4096, 256)
+    assert [t.shape for t in prepared.first_layer] == [(1, 4096, 128)] * 3
+    flat = embedding.flatten(2).permute(0, 2, 1) + model.prompt_encoder.no_mask_embed.weight
+    assert torch.equal(prepared.keys, flat)
+
+
+def test_export_form_of_the_mask_differs_by_rounding_only(checkpoint_path):
+    """predict_mask (what is exported) sums the same products as predict in another order."""
+    for which in ("demo", "random"):
+        model, _ = load_model(checkpoint_path(which))
+        embedding, boxes = _case_inputs(model)
+        with torch.no_grad():
+            prepared = model.prepare_decoder(embedding)
+            sparse = model.prompt_encoder.embed_boxes(boxes)
+            reference, _ = model.mask_decoder.predict(prepared, sparse)
+            exported = model.mask_decoder.predict_mask(prepared, sparse)
+        assert exported.shape == reference.shape == (8, 1, 256, 256)
+        scale = float(reference.abs().max())
+        assert float((exported - reference).abs().max()) <= 1e-5 * max(scale, 1.0), which
+        assert np.mean((exported > 0).numpy() == (reference > 0).numpy()) > 0.9999
