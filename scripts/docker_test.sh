@@ -218,6 +218,17 @@ chmod 0755 "$WORK/owner/out"
 run_case "$WORK/owner/in" "$WORK/owner/out" owner >/dev/null
 owner=$(stat -c %u "$WORK/owner/out/2DBox_Synthetic_ellipses.npz" 2>/dev/null || echo none)
 [ "$owner" = 4242 ] || failures=$((failures + 1))
+# The official image's way, a fixed non-root user (--user 1000), on such a folder: nothing can be written;
+# ours then stops at once with one clear line (exit 2) instead of failing case by case.
+mkdir -p "$WORK/owner/fixed"
+chown 4242:4242 "$WORK/owner/fixed"
+chmod 0755 "$WORK/owner/fixed"
+fixed_rc=0
+docker container run -m 8G --rm --user 1000:1000 -v "$WORK/owner/in":/workspace/inputs/ \
+  -v "$WORK/owner/fixed":/workspace/outputs/ "$IMAGE":latest /bin/bash -c "sh predict.sh" >"$WORK/fixed.log" 2>&1 \
+  || fixed_rc=$?
+fixed_line=$(grep -m 1 'not writable' "$WORK/fixed.log" || true)
+[ "$fixed_rc" = 2 ] && [ -n "$fixed_line" ] || { cat "$WORK/fixed.log" >&2; failures=$((failures + 1)); }
 
 printf 'image %s: %d MB (built from %s in %s s)\n' "$IMAGE" "$size_mb" "$BASE" "$build_s"
 printf 'start-up, empty case, whole container run: %s s (peak %s MiB)\n' "$empty_s" "$empty_mib"
@@ -225,6 +236,8 @@ printf 'start-up, empty case, whole container run: %s s (peak %s MiB)\n' "$empty
   "$smallest_s" "$smallest_2d"
 printf 'largest container memory peak: %s MiB (limit 8 GiB)\n' "$largest_peak"
 printf 'output folder owned by uid 4242 (mode 0755): output written, owned by uid %s\n' "$owner"
+printf 'same folder, container run as a fixed user (--user 1000, as the official image): exit %s, "%s"\n' \
+  "$fixed_rc" "$fixed_line"
 printf 'hadolint Dockerfile: %s\n' "$hadolint_result"
 [ "$hadolint_result" = clean ] || failures=$((failures + 1))
 [ "$size_mb" -le 800 ] || { echo "image larger than 800 MB" >&2; failures=$((failures + 1)); }
