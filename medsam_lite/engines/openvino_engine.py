@@ -12,8 +12,8 @@ from ..postprocess import masks_from_logits
 from .manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 
 PRECISIONS = ("f32", "bf16", "int8")
-# Boxes per decoder inference. Measured on 33 boxes (2 cores): 1 per call 30.9 ms/box and 439 MiB peak RSS,
-# 8 per call 33.3 ms/box and 831 MiB, all 33 in one call 71.9 ms/box and 2244 MiB.
+# Boxes per decoder inference. Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box
+# and 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and 1568 MiB.
 DECODE_CHUNK = 1
 
 
