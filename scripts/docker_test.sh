@@ -10,8 +10,9 @@
 #       /bin/bash -c "sh predict.sh"
 # compares the output with a local run of the CLI (must be identical), and prints per-case wall seconds, the
 # peak memory of the container's cgroup, the image size and the start-up time of an empty case. It also
-# checks that an output folder owned by another user is written (files owned by that user). Everything it
-# started or made is stopped and removed at the end.
+# checks that an output folder owned by another user is written (files owned by that user), that a fixed
+# user (as the official image runs) is refused there with one clear line, and that hadolint finds nothing in
+# the Dockerfile. Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
 # Usage: sudo scripts/docker_test.sh [--shared ../shared] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
 #                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
@@ -60,7 +61,7 @@ log() { printf '[docker-test] %s\n' "$*" >&2; }
 
 # 1. Tools.
 missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
+{ command -v dockerd && command -v docker; } >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
