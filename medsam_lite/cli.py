@@ -24,6 +24,36 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
+                 threads: int | None = None, device: str = "cpu"):
+    """The engine that ``predict`` runs (``create_engine``), its notes said on stderr; exit 2 if none loads."""
+    from .engines import create_engine
+    from .export import default_export_dir
+
+    try:
+        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
+                               threads=threads, device=device)
+    except (CheckpointError, ExportError, ValueError) as exc:
+        _fail(str(exc))
+    for note in choice.notes:
+        _say(f"note: {note}")
+    return choice
+
+
+CHECKPOINT_OPTION = click.option(
+    "--checkpoint", type=click.Path(path_type=Path), default=None,
+    help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
+ENGINE_OPTION = click.option(
+    "--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
+    help="auto: OpenVINO when an export of the checkpoint exists (medsam-lite export), else torch.")
+EXPORT_DIR_OPTION = click.option(
+    "--export-dir", type=click.Path(path_type=Path), default=None,
+    help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
+    help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Exact, fast LiteMedSAM inference and evaluation for the CVPR 'MedSAM on Laptop' challenge format."""
@@ -34,14 +64,10 @@ def main() -> None:
               help="Folder of challenge .npz cases (2D: imgs HxWx3, boxes Nx4; 3D: name starts with '3D').")
 @click.option("-o", "--output-dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the segmentations (same file names, array 'segs').")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
-@click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
-              help="auto: OpenVINO when an export of the checkpoint exists (medsam-lite export), else torch.")
-@click.option("--export-dir", type=click.Path(path_type=Path), default=None,
-              help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
-@click.option("--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
-              help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
+@CHECKPOINT_OPTION
+@ENGINE_OPTION
+@EXPORT_DIR_OPTION
+@PRECISION_OPTION
 @click.option("--device", default="cpu", show_default=True, help="Torch device for --engine torch.")
 @click.option("--overwrite", is_flag=True, help="Redo cases whose output exists (default: skip them).")
 @click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -58,8 +84,6 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     """Segment every .npz in INPUT_DIR with its box prompts and write OUTPUT_DIR/<name>.npz."""
     from tqdm import tqdm
 
-    from .engines import create_engine
-    from .export import default_export_dir
     from .outputs import check_writable_dir
     from .runner import find_cases, run_folder, write_timing_csv
 
@@ -77,14 +101,8 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         return
 
     start = time.perf_counter()
-    try:
-        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
-                               threads=threads, device=device)
-    except (CheckpointError, ExportError, ValueError) as exc:
-        _fail(str(exc))
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
     runner_engine = choice.engine
-    for note in choice.notes:
-        _say(f"note: {note}")
     _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
 
     results = []
@@ -113,8 +131,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
+@CHECKPOINT_OPTION
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
 @click.option("--int8", "int8_calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -152,27 +169,17 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
-@click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True)
-@click.option("--export-dir", type=click.Path(path_type=Path), default=None,
-              help="OpenVINO export [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
-@click.option("--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True)
+@CHECKPOINT_OPTION
+@ENGINE_OPTION
+@EXPORT_DIR_OPTION
+@PRECISION_OPTION
 def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str) -> None:
     """Load the engine that `predict` would use and say which it is (exit 2 if none can be loaded).
 
     With OpenVINO this also fills the export's model cache, so that later runs start faster.
     """
-    from .engines import create_engine
-    from .export import default_export_dir
-
     start = time.perf_counter()
-    try:
-        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision)
-    except (CheckpointError, ExportError, ValueError) as exc:
-        _fail(str(exc))
-    for note in choice.notes:
-        click.echo(f"note: {note}", err=True)
+    choice = _load_engine(engine, checkpoint, export_dir, precision)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
 
 

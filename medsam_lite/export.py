@@ -89,6 +89,8 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     import openvino as ov
     import torch
 
+    from .engines.openvino_engine import compile_config
+
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_export_dir()
     model, notes = load_model(checkpoint)
@@ -125,7 +127,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     shutil.rmtree(out / "cache", ignore_errors=True)
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(out / "cache")})
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    config = compile_config("f32", None)  # what the engine compiles with: this check warms its cache
     compiled = {part: core.compile_model(out / MODEL_FILES[part], "CPU", config) for part, *_ in graphs}
     ov_embedding = compiled["encoder"](image.numpy())[0]
     ov_prepared = compiled["decoder_image"](embedding.numpy())

@@ -6,7 +6,6 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 
-
 class Engine(Protocol):
     """An inference backend for LiteMedSAM.
 
