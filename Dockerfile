@@ -1,5 +1,6 @@
 # medsam-lite runtime image: `medsam-lite predict` with the OpenVINO engine only (numpy, OpenCV, OpenVINO,
-# click, tqdm: requirements/runtime.txt); no torch, no SciPy, no compilers.
+# click, tqdm: requirements/runtime.txt at the versions of requirements/constraints.txt); no torch, no SciPy,
+# no compilers.
 #
 # The OpenVINO IR is made on the host before the build (`medsam-lite export`, which needs torch) and copied
 # in from work_dir/openvino: no stage needs torch (a 700 MB CPU wheel, several GB if pip picks a CUDA one),
@@ -25,9 +26,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MEDSAM_LITE_EXPORT_DIR=/workspace/work_dir/openvino
 WORKDIR /workspace
 
-# Dependencies first (a layer that survives code changes), then the package without them.
-COPY requirements/runtime.txt ./requirements/
-RUN pip install --no-cache-dir -r requirements/runtime.txt \
+# Dependencies first (a layer that survives code changes), then the package without them. The versions are
+# the ones CI tested (requirements/constraints.txt), so that a later build computes what was tested.
+COPY requirements/runtime.txt requirements/constraints.txt ./requirements/
+RUN pip install --no-cache-dir -c requirements/constraints.txt -r requirements/runtime.txt \
     && useradd --create-home --uid 1000 --user-group medsam
 COPY setup.py README.md MANIFEST.in ./
 COPY requirements ./requirements

@@ -9,6 +9,7 @@ import click
 
 from .checkpoint import CheckpointError, resolve_checkpoint
 from .engines.manifest import ExportError
+from .optional import MissingDependency, require_torch
 
 
 def _say(message: str, quiet: bool = False) -> None:
@@ -33,7 +34,7 @@ def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, 
     try:
         choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
                                threads=threads, device=device)
-    except (CheckpointError, ExportError, ValueError) as exc:
+    except (CheckpointError, ExportError, MissingDependency, ValueError) as exc:
         _fail(str(exc))
     for note in choice.notes:
         _say(f"note: {note}")
@@ -87,6 +88,14 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     from .outputs import check_writable_dir
     from .runner import find_cases, run_folder, write_timing_csv
 
+    if schedule == "official":
+        from .official_schedule import import_official_startup
+
+        try:
+            import_official_startup()
+        except ImportError as exc:
+            _fail(str(exc))
+
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
             try:
@@ -138,12 +147,13 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
               metavar="CASES_DIR", help="Also make an int8 encoder (NNCF; approximate), calibrated on the .npz cases here.")
 def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path | None) -> None:
     """Convert the checkpoint to OpenVINO IR (fp32) for the fast, torch-free engine."""
-    from .export import default_export_dir, export_openvino
-
     try:
         path = resolve_checkpoint(checkpoint)
-    except CheckpointError as exc:
+        require_torch("medsam-lite export", ("torch", "onnx"))
+    except (CheckpointError, MissingDependency) as exc:
         _fail(str(exc))
+    from .export import default_export_dir, export_openvino
+
     target = out_dir or default_export_dir()
     click.echo(f"exporting {path} -> {target} (takes about half a minute)", err=True)
     try:

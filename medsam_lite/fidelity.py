@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The bar for "computes what the official code computes".
-MIN_VOXEL_AGREEMENT = 0.999
-MIN_LABEL_DICE = 0.995
+# The bar for "computes what the official code computes" where bit-identity cannot be promised: torch's and
+# OpenVINO's float sums depend on the CPU's kernels and on the thread count, which moves a few boundary
+# pixels by rounding. scripts/check_fidelity.py reports separately how many cases are bit-identical.
+MIN_VOXEL_AGREEMENT = 0.99999
+MIN_LABEL_DICE = 0.9999
 
 
 @dataclass

@@ -1,22 +1,35 @@
 """The official script's schedule, for benchmarks: one encoder pass per box per slice, one decoder call per box.
 
 Same maths as ``segment``; only the amount of work differs. It exists to measure what the official
-``CVPR24_LiteMedSAM_infer.py`` pays as a user runs it, never as a way to run cases: importing this module
-loads matplotlib and pandas (the official script imports both), and ``save_official_overlay`` draws the
-two-panel matplotlib figure that the official script saves at dpi 300 for every case by default.
-Needs ``pip install matplotlib pandas`` (benchmark only).
+``CVPR24_LiteMedSAM_infer.py`` pays as a user runs it (``predict --schedule official``, used by
+``benchmarks/bench_predict.py``), never as a way to run cases. That mode also pays what the official script
+pays around the model: ``import_official_startup`` loads matplotlib and pandas (the official script imports
+both at start-up), and ``save_official_overlay`` draws the two-panel matplotlib figure that the official
+script saves at dpi 300 for every case. Only that mode imports them (``pip install -e ".[bench]"``); the
+schedule functions themselves need numpy alone.
 """
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas  # noqa: E402,F401  (the official script imports it for its efficiency.csv)
+import numpy as np
 
 from .engines.base import Engine
 from .preprocess import box_to_256, image_to_model_input, mask_box_256
+
+BENCH_INSTALL = 'pip install -e ".[bench]"'
+
+
+def import_official_startup() -> None:
+    """Import what the official script imports besides torch (matplotlib with the Agg backend, pandas).
+
+    Raises ImportError naming the install command when they are missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import pandas  # noqa: F401  (the official script imports it for its efficiency.csv)
+    except ImportError as exc:
+        raise ImportError(f"the official schedule (a benchmark mode) needs matplotlib and pandas: {BENCH_INSTALL}") from exc
 
 
 def _one_box(engine: Engine, embedding, box_256: np.ndarray, resized, original) -> np.ndarray:
@@ -58,6 +71,9 @@ def segment_3d_official(engine: Engine, volume: np.ndarray, boxes: np.ndarray, d
 
 def save_official_overlay(path, image: np.ndarray, segs: np.ndarray, boxes: np.ndarray) -> None:
     """Image and image-with-masks side by side, 10x5 inches at dpi 300, like the official overlay."""
+    import_official_startup()
+    import matplotlib.pyplot as plt
+
     is_3d = segs.ndim == 3
     z = segs.shape[0] // 2 if is_3d else None
     shown = image[z] if is_3d else image

@@ -1,5 +1,14 @@
-"""Shared fixtures. Test data lives in ../shared beside the project root and is never copied here;
-tests that need it fail (never skip) when it is missing."""
+"""Shared fixtures.
+
+Two kinds of checkpoint:
+- ``seeded`` / ``seeded_other``: LiteMedSAM's own random initialisation under a fixed seed, saved in the
+  official ``lite_medsam.pth`` layout in this test session. They need nothing outside the project.
+- ``demo`` / ``random``: the checkpoints of the shared fixtures (``../shared`` beside the project root, or
+  ``$MEDSAM_LITE_FIXTURES``), which come with the official script's outputs on real cases.
+
+Tests that need the shared fixtures call ``shared_path``: where the fixtures are absent they are skipped with
+one reason, unless ``$MEDSAM_LITE_REQUIRE_FIXTURES=1`` (CI), which turns that skip into a failure.
+"""
 from __future__ import annotations
 
 import os
@@ -9,24 +18,62 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDSAM_LITE_SHARED", ROOT.parent / "shared"))
+FIXTURES_ENV = "MEDSAM_LITE_FIXTURES"
+REQUIRE_ENV = "MEDSAM_LITE_REQUIRE_FIXTURES"
+FIXTURES = Path(os.environ.get(FIXTURES_ENV) or ROOT.parent / "shared")
+SKIP_REASON = (
+    f"needs the shared fixtures (official-layout checkpoints, real cases, the official script's outputs), "
+    f"not found at {FIXTURES}; set ${FIXTURES_ENV} to their folder"
+)
 
-
-def shared_path(*parts: str) -> Path:
-    """A path inside ../shared; fails the test loudly when it is not there."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.fail(f"test data missing: {path} (../shared must sit beside the project root)", pytrace=False)
-    return path
-
-
-CHECKPOINTS = {"demo": "lite_medsam_demo.pth", "random": "lite_medsam_random.pth"}
+SHARED_CHECKPOINTS = {"demo": "lite_medsam_demo.pth", "random": "lite_medsam_random.pth"}
+SEEDED_CHECKPOINTS = {"seeded": 2024, "seeded_other": 7}  # name -> torch seed
 REFERENCES = {"demo": "reference", "random": "reference_random"}
 
 
+def fixtures_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside the shared fixtures. Skips the test (fails it under ``$MEDSAM_LITE_REQUIRE_FIXTURES``)
+    when the fixtures are absent; fails it when they are there but this file is not."""
+    if not FIXTURES.is_dir():
+        if fixtures_required():
+            pytest.fail(f"{REQUIRE_ENV} is set but {SKIP_REASON}", pytrace=False)
+        pytest.skip(SKIP_REASON)
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"the shared fixtures at {FIXTURES} lack {path.relative_to(FIXTURES)}", pytrace=False)
+    return path
+
+
+def make_seeded_checkpoint(path: Path, seed: int) -> Path:
+    """LiteMedSAM's own initialisation under ``torch.manual_seed(seed)``, saved as a plain state dict (the
+    official layout: 435 tensors, 9,801,439 parameters)."""
+    import torch
+
+    from medsam_lite.modeling import build_lite_medsam
+
+    torch.manual_seed(seed)
+    torch.save(build_lite_medsam().state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="session")
-def checkpoint_path():
-    return lambda which: shared_path("checkpoints", CHECKPOINTS[which])
+def checkpoint_path(tmp_path_factory):
+    """``checkpoint_path(which)``: a seeded checkpoint made here, or a shared one (see module docstring)."""
+    made: dict[str, Path] = {}
+
+    def get(which: str) -> Path:
+        if which in SHARED_CHECKPOINTS:
+            return shared_path("checkpoints", SHARED_CHECKPOINTS[which])
+        if which not in made:
+            folder = tmp_path_factory.mktemp(f"checkpoint-{which}")
+            made[which] = make_seeded_checkpoint(folder / f"lite_medsam_{which}.pth", SEEDED_CHECKPOINTS[which])
+        return made[which]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +85,38 @@ def torch_engines(checkpoint_path):
     def get(which: str) -> TorchEngine:
         if which not in cache:
             cache[which] = TorchEngine(checkpoint_path(which))
+        return cache[which]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, checkpoint_path):
+    """``exports(which)``: an OpenVINO export of that checkpoint, made once per session (about 15 s)."""
+    from medsam_lite.export import export_openvino
+
+    made: dict[str, Path] = {}
+
+    def get(which: str) -> Path:
+        if which not in made:
+            out = tmp_path_factory.mktemp(f"export-{which}")
+            report = export_openvino(checkpoint_path(which), out)
+            assert report.encoder_max_abs_diff < 1e-4 and report.decoder_max_abs_diff < 1e-3
+            made[which] = out
+        return made[which]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def ov_engines(exports):
+    from medsam_lite.engines.openvino_engine import OpenVINOEngine
+
+    cache: dict[str, OpenVINOEngine] = {}
+
+    def get(which: str) -> OpenVINOEngine:
+        if which not in cache:
+            cache[which] = OpenVINOEngine(exports(which))
         return cache[which]
 
     return get

@@ -58,7 +58,7 @@ def bad_folder(tmp_path_factory):
 def bad_run(bad_folder, tmp_path_factory, checkpoint_path):
     out = tmp_path_factory.mktemp("outputs")
     result = CliRunner().invoke(
-        main, ["predict", "-i", str(bad_folder), "-o", str(out), "--checkpoint", str(checkpoint_path("demo"))]
+        main, ["predict", "-i", str(bad_folder), "-o", str(out), "--checkpoint", str(checkpoint_path("seeded"))]
     )
     return result, out
 
@@ -152,7 +152,7 @@ def test_many_boxes_are_written_as_uint16(tmp_path, checkpoint_path):
     boxes = np.array([[x, y, x + 8, y + 8] for y in range(0, 64, 4) for x in range(0, 48, 3)][:260])
     np.savez(folder / "2DBox_many.npz", imgs=img, boxes=boxes)
     result = CliRunner().invoke(
-        main, ["predict", "-i", str(folder), "-o", str(out), "--checkpoint", str(checkpoint_path("random")), "-q"]
+        main, ["predict", "-i", str(folder), "-o", str(out), "--checkpoint", str(checkpoint_path("seeded")), "-q"]
     )
     assert result.exit_code == 0, result.stderr
     segs = np.load(out / "2DBox_many.npz")["segs"]
@@ -164,7 +164,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, bad_folder, checkpo
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     result = CliRunner().invoke(
-        main, ["predict", "-i", str(bad_folder), "-o", str(blocker / "out"), "--checkpoint", str(checkpoint_path("demo"))]
+        main, ["predict", "-i", str(bad_folder), "-o", str(blocker / "out"), "--checkpoint", str(checkpoint_path("seeded"))]
     )
     assert result.exit_code == 2
     assert f"the output folder {blocker / 'out'} is not writable" in result.stderr

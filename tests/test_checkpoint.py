@@ -8,7 +8,7 @@ from medsam_lite.checkpoint import CheckpointError, load_model, resolve_checkpoi
 from medsam_lite.modeling import build_lite_medsam
 
 
-@pytest.mark.parametrize("which", ["demo", "random"])
+@pytest.mark.parametrize("which", ["seeded", "demo", "random"])
 def test_official_layout_loads_strictly(checkpoint_path, which):
     model, notes = load_model(checkpoint_path(which))
     assert notes == []
@@ -21,7 +21,7 @@ def test_official_layout_loads_strictly(checkpoint_path, which):
 
 
 def test_wrapped_training_checkpoint_is_unwrapped(checkpoint_path, tmp_path):
-    raw = torch.load(checkpoint_path("demo"), map_location="cpu", weights_only=True)
+    raw = torch.load(checkpoint_path("seeded"), map_location="cpu", weights_only=True)
     wrapped = {"model": {f"module.{k}": v for k, v in raw.items()}, "epoch": 3, "optimizer": {"lr": 1e-4}}
     path = tmp_path / "train.pth"
     torch.save(wrapped, path)
@@ -32,7 +32,7 @@ def test_wrapped_training_checkpoint_is_unwrapped(checkpoint_path, tmp_path):
 
 
 def test_wrong_keys_are_named(checkpoint_path, tmp_path):
-    raw = torch.load(checkpoint_path("demo"), map_location="cpu", weights_only=True)
+    raw = torch.load(checkpoint_path("seeded"), map_location="cpu", weights_only=True)
     raw.pop("mask_decoder.iou_token.weight")
     raw["extra.weight"] = torch.zeros(1)
     path = tmp_path / "bad.pth"

@@ -23,7 +23,7 @@ def _predict(args, env=None):
 
 def test_test_demo_end_to_end(tmp_path, checkpoint_path):
     out, overlays, timing = tmp_path / "segs", tmp_path / "png", tmp_path / "timing.csv"
-    result = _predict(["-i", DEMO / "imgs", "-o", out, "--checkpoint", checkpoint_path("demo"),
+    result = _predict(["-i", DEMO / "imgs", "-o", out, "--checkpoint", checkpoint_path("seeded"),
                        "--save-overlay", overlays, "--timing-csv", timing, "--threads", 2])
     assert result.exit_code == 0, result.stderr
     for name in ("2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"):
@@ -48,13 +48,13 @@ def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path, checkpoint_path
     inputs.mkdir()
     shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs / "2DBox_a.npz")
     shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs / "2DBox_b.npz")
-    assert _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo")]).exit_code == 0
+    assert _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")]).exit_code == 0
     (out / "2DBox_b.npz").unlink()  # as if the run had crashed before b
     kept = (out / "2DBox_a.npz").stat().st_mtime_ns
-    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo")])
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")])
     assert "1 written, 1 skipped (output exists), 0 failed" in result.stderr
     assert (out / "2DBox_b.npz").exists() and (out / "2DBox_a.npz").stat().st_mtime_ns == kept
-    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("demo"), "--overwrite", "-q"])
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded"), "--overwrite", "-q"])
     assert "2 written, 0 skipped" in result.stderr
     assert (out / "2DBox_a.npz").stat().st_mtime_ns != kept
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -71,12 +71,12 @@ def test_missing_checkpoint_is_one_paragraph_with_where_to_get_it(tmp_path):
 
 
 def test_checkpoint_from_environment(tmp_path, checkpoint_path):
-    env = {"MEDSAM_LITE_CHECKPOINT": str(checkpoint_path("demo"))}
+    env = {"MEDSAM_LITE_CHECKPOINT": str(checkpoint_path("seeded"))}
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs)
     result = _predict(["-i", inputs, "-o", tmp_path / "out"], env=env)
-    assert result.exit_code == 0 and str(checkpoint_path("demo")) in result.stderr
+    assert result.exit_code == 0 and str(checkpoint_path("seeded")) in result.stderr
 
 
 def test_console_script_and_module_entry_point():
@@ -84,3 +84,22 @@ def test_console_script_and_module_entry_point():
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert done.returncode == 0, done.stderr
         assert "--save-overlay" in done.stdout and "--timing-csv" in done.stdout
+
+
+def test_readme_flow_export_predict_evaluate_on_test_demo(tmp_path, checkpoint_path):
+    """The README's first commands on test_demo: export, predict (picks the export), evaluate."""
+    export_dir, segs, metrics = tmp_path / "openvino", tmp_path / "segs", tmp_path / "metrics.csv"
+    runner = CliRunner()
+    done = runner.invoke(main, ["export", "--checkpoint", str(checkpoint_path("seeded")), "--out", str(export_dir)])
+    assert done.exit_code == 0, done.stderr
+    assert "max abs difference" in done.stderr and (export_dir / "manifest.json").is_file()
+    done = _predict(["-i", DEMO / "imgs", "-o", segs, "--checkpoint", checkpoint_path("seeded"), "--export-dir", export_dir])
+    assert done.exit_code == 0, done.stderr
+    assert "openvino f32 engine" in done.stderr and "2 written, 0 skipped" in done.stderr
+    done = runner.invoke(main, ["evaluate", "-s", str(segs), "-g", str(DEMO / "gts"), "-o", str(metrics), "-q"])
+    assert done.exit_code == 0, done.stderr
+    with open(metrics) as handle:
+        rows = {r["case"]: r for r in csv.DictReader(handle)}
+    assert sorted(rows) == ["2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"]
+    for row in rows.values():
+        assert 0.0 < float(row["dsc"]) <= 1.0 and 0.0 <= float(row["nsd"]) <= 1.0

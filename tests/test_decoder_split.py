@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from medsam_lite.cases import load_case
 from medsam_lite.checkpoint import load_model
 from medsam_lite.preprocess import box_to_256, image_to_model_input
 
-from .conftest import shared_path
+from .conftest import ROOT
+
+CHECKPOINTS = ["seeded", "demo", "random"]  # demo/random: the shared checkpoints (skipped without them)
 
 
 def _case_inputs(model):
-    case = load_case(shared_path("cases", "imgs", "2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz"))
+    """The test_demo 2D image and 8 boxes at 256: its two boxes, shifted and shrunk in a few ways."""
+    case = load_case(ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz")
     image, _ = image_to_model_input(case.image)
-    boxes = torch.as_tensor(box_to_256(case.boxes, case.image.shape[:2]), dtype=torch.float32)
+    boxes = np.concatenate([case.boxes + [dx, dy, -dx, -dy] for dx, dy in [(0, 0), (5, 3), (-4, 8), (12, 1)]])
+    boxes = torch.as_tensor(box_to_256(boxes, case.image.shape[:2]), dtype=torch.float32)
     with torch.no_grad():
-        return model.encode(torch.from_numpy(image)), boxes[:8]
+        return model.encode(torch.from_numpy(image)), boxes
 
 
-def test_prepared_image_reused_for_every_box_is_bit_identical(checkpoint_path):
-    model, _ = load_model(checkpoint_path("random"))
+@pytest.mark.parametrize("which", CHECKPOINTS)
+def test_prepared_image_reused_for_every_box_is_bit_identical(checkpoint_path, which):
+    model, _ = load_model(checkpoint_path(which))
     embedding, boxes = _case_inputs(model)
     with torch.no_grad():
         prepared = model.prepare_decoder(embedding)
@@ -29,7 +35,7 @@ def test_prepared_image_reused_for_every_box_is_bit_identical(checkpoint_path):
 
 
 def test_prepared_image_holds_the_first_layers_projections(checkpoint_path):
-    model, _ = load_model(checkpoint_path("demo"))
+    model, _ = load_model(checkpoint_path("seeded"))
     embedding, _ = _case_inputs(model)
     with torch.no_grad():
         prepared = model.prepare_decoder(embedding)
@@ -39,17 +45,17 @@ def test_prepared_image_holds_the_first_layers_projections(checkpoint_path):
     assert torch.equal(prepared.keys, flat)
 
 
-def test_export_form_of_the_mask_differs_by_rounding_only(checkpoint_path):
+@pytest.mark.parametrize("which", CHECKPOINTS)
+def test_export_form_of_the_mask_differs_by_rounding_only(checkpoint_path, which):
     """predict_mask (what is exported) sums the same products as predict in another order."""
-    for which in ("demo", "random"):
-        model, _ = load_model(checkpoint_path(which))
-        embedding, boxes = _case_inputs(model)
-        with torch.no_grad():
-            prepared = model.prepare_decoder(embedding)
-            sparse = model.prompt_encoder.embed_boxes(boxes)
-            reference, _ = model.mask_decoder.predict(prepared, sparse)
-            exported = model.mask_decoder.predict_mask(prepared, sparse)
-        assert exported.shape == reference.shape == (8, 1, 256, 256)
-        scale = float(reference.abs().max())
-        assert float((exported - reference).abs().max()) <= 1e-5 * max(scale, 1.0), which
-        assert np.mean((exported > 0).numpy() == (reference > 0).numpy()) > 0.9999
+    model, _ = load_model(checkpoint_path(which))
+    embedding, boxes = _case_inputs(model)
+    with torch.no_grad():
+        prepared = model.prepare_decoder(embedding)
+        sparse = model.prompt_encoder.embed_boxes(boxes)
+        reference, _ = model.mask_decoder.predict(prepared, sparse)
+        exported = model.mask_decoder.predict_mask(prepared, sparse)
+    assert exported.shape == reference.shape == (8, 1, 256, 256)
+    scale = float(reference.abs().max())
+    assert float((exported - reference).abs().max()) <= 1e-5 * max(scale, 1.0), which
+    assert np.mean((exported > 0).numpy() == (reference > 0).numpy()) > 0.9999

@@ -1,6 +1,8 @@
-"""The OpenVINO engine: exported from each shared checkpoint, same masks as the official script, no torch."""
+"""The OpenVINO engine: exported from a checkpoint, same masks as torch and the official script, no torch at run time."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -12,40 +14,15 @@ from medsam_lite.cases import load_case
 from medsam_lite.cli import main
 from medsam_lite.engines import ExportError, create_engine
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
-from medsam_lite.export import export_int8_encoder, export_openvino
+from medsam_lite.export import export_int8_encoder
 from medsam_lite.fidelity import compare
 from medsam_lite.postprocess import foreground, masks_from_logits, upscale_logits
+from medsam_lite.preprocess import box_to_256, image_to_model_input
 from medsam_lite.segment import segment_2d, segment_3d
 
 from .conftest import ROOT, load_reference, shared_path
 
-
-@pytest.fixture(scope="session")
-def exports(tmp_path_factory, checkpoint_path):
-    """One export per shared checkpoint (about 15 s each)."""
-    made = {}
-
-    def get(which: str):
-        if which not in made:
-            out = tmp_path_factory.mktemp(f"export-{which}")
-            report = export_openvino(checkpoint_path(which), out)
-            assert report.encoder_max_abs_diff < 1e-4 and report.decoder_max_abs_diff < 1e-3
-            made[which] = out
-        return made[which]
-
-    return get
-
-
-@pytest.fixture(scope="session")
-def ov_engines(exports):
-    cache = {}
-
-    def get(which: str) -> OpenVINOEngine:
-        if which not in cache:
-            cache[which] = OpenVINOEngine(exports(which))
-        return cache[which]
-
-    return get
+DEMO = ROOT / "test_demo"
 
 
 CASES = [
@@ -67,6 +44,28 @@ def test_openvino_matches_official(ov_engines, which, name):
     assert agreement.passes, agreement
 
 
+@pytest.mark.parametrize("name", ["2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"])
+def test_openvino_matches_torch_on_a_seeded_checkpoint(ov_engines, torch_engines, name):
+    """The export against the eager model it came from, on test_demo (2D, and 3D propagation)."""
+    case = load_case(DEMO / "imgs" / name)
+    run = segment_3d if case.is_3d else segment_2d
+    ours = run(ov_engines("seeded"), case.image, case.boxes)
+    reference = run(torch_engines("seeded"), case.image, case.boxes)
+    assert ours.any() and set(np.unique(reference)) == {0, 1, 2}
+    agreement = compare(ours, reference)
+    assert agreement.min_dice >= 0.9999, agreement
+    if case.is_3d:
+        assert agreement.passes, agreement
+    else:  # every pixel that differs lies where torch's logit is within float rounding of the threshold
+        assert np.count_nonzero(ours != reference) <= 5, agreement
+        engine = torch_engines("seeded")
+        model_in, resized = image_to_model_input(case.image)
+        logits = engine.logits(engine.encode(model_in), box_to_256(case.boxes, case.image.shape[:2]))
+        up = upscale_logits(logits.numpy()[:, 0], resized, case.image.shape[:2])
+        nearest = np.abs(up).min(axis=0)  # how close the closest box's logit is to the threshold, per pixel
+        assert np.all(nearest[ours != reference] < 1e-3), nearest[ours != reference]
+
+
 def test_region_upsampling_equals_full_upsampling():
     rng = np.random.default_rng(11)
     logits = (rng.standard_normal((4, 256, 256)) - 6).astype(np.float32)
@@ -86,17 +85,17 @@ def test_region_upsampling_equals_full_upsampling():
 
 def test_stale_export_is_refused(exports, checkpoint_path, tmp_path):
     with pytest.raises(ExportError, match="stale.*Re-run `medsam-lite export"):
-        create_engine("auto", checkpoint_path("random"), exports("demo"))
-    result = CliRunner().invoke(main, ["predict", "-i", ROOT / "test_demo/imgs", "-o", tmp_path / "o",
-                                       "--checkpoint", checkpoint_path("random"), "--export-dir", exports("demo")])
+        create_engine("auto", checkpoint_path("seeded_other"), exports("seeded"))
+    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "o",
+                                       "--checkpoint", checkpoint_path("seeded_other"), "--export-dir", exports("seeded")])
     assert result.exit_code == 2 and "stale" in result.stderr
 
 
 def test_auto_engine_choice(exports, checkpoint_path, tmp_path):
-    assert create_engine("auto", checkpoint_path("demo"), exports("demo")).engine.name == "openvino"
-    assert create_engine("auto", checkpoint_path("demo"), tmp_path / "no-export").engine.name == "torch"
+    assert create_engine("auto", checkpoint_path("seeded"), exports("seeded")).engine.name == "openvino"
+    assert create_engine("auto", checkpoint_path("seeded"), tmp_path / "no-export").engine.name == "torch"
     with pytest.raises(ExportError, match="no OpenVINO export"):
-        create_engine("openvino", checkpoint_path("demo"), tmp_path / "no-export")
+        create_engine("openvino", checkpoint_path("seeded"), tmp_path / "no-export")
 
 
 def test_runtime_path_imports_neither_torch_nor_matplotlib_nor_scipy(exports, tmp_path):
@@ -104,8 +103,8 @@ def test_runtime_path_imports_neither_torch_nor_matplotlib_nor_scipy(exports, tm
     script = f"""
 import sys
 from medsam_lite.cli import main
-sys.argv = ["medsam-lite", "predict", "-i", {str(ROOT / 'test_demo/imgs')!r}, "-o", {str(tmp_path / 'out')!r},
-            "--export-dir", {str(exports('demo'))!r}, "-q"]
+sys.argv = ["medsam-lite", "predict", "-i", {str(DEMO / 'imgs')!r}, "-o", {str(tmp_path / 'out')!r},
+            "--export-dir", {str(exports('seeded'))!r}, "-q"]
 try:
     main()
 except SystemExit as exc:
@@ -117,22 +116,32 @@ print("torch-free ok")
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MEDSAM_LITE_CHECKPOINT": ""})
     assert "torch-free ok" in done.stdout, done.stderr
     assert "no checkpoint file here to check the export against" in done.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (ROOT / "test_demo/imgs").iterdir() if p.suffix == ".npz")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (DEMO / "imgs").iterdir() if p.suffix == ".npz")
 
 
-def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path):
-    export_dir = exports("demo")
-    used = export_int8_encoder(export_dir, shared_path("cases", "imgs"), samples=8)
-    assert used == 8
-    case = load_case(shared_path("cases", "imgs", "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz"))
+# (checkpoint, calibration cases, case, min voxel agreement): a seeded random model has ragged masks with
+# many boundary pixels, so its bf16/int8 masks move further from fp32 than the trained checkpoint's.
+PRECISION_CASES = [
+    ("seeded", None, "2DBox_Synthetic_ellipses.npz", 0.95),
+    ("demo", "shared", "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz", 0.99),
+]
+
+
+@pytest.mark.parametrize("which, cases, name, min_voxels", PRECISION_CASES)
+def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path, checkpoint_path, which, cases, name, min_voxels):
+    folder = shared_path("cases", "imgs") if cases == "shared" else DEMO / "imgs"
+    export_dir = tmp_path / "export"
+    shutil.copytree(exports(which), export_dir)
+    assert export_int8_encoder(export_dir, folder, samples=8) == 8
+    case = load_case(folder / name)
     f32 = segment_2d(OpenVINOEngine(export_dir), case.image, case.boxes)
     for precision in ("bf16", "int8"):
         approx = segment_2d(OpenVINOEngine(export_dir, precision=precision), case.image, case.boxes)
         agreement = compare(approx, f32)
-        assert agreement.voxels > 0.99 and agreement.min_dice > 0.9, (precision, agreement)
-        result = CliRunner().invoke(main, ["predict", "-i", ROOT / "test_demo/imgs", "-o", tmp_path / precision,
+        assert agreement.voxels > min_voxels and agreement.min_dice > 0.9, (precision, agreement)
+        result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / precision,
                                            "--export-dir", export_dir, "--precision", precision, "-q",
-                                           "--checkpoint", shared_path("checkpoints", "lite_medsam_demo.pth")])
+                                           "--checkpoint", checkpoint_path(which)])
         assert result.exit_code == 0, result.stderr
         assert f"--precision {precision} is approximate" in result.stderr
 
@@ -145,11 +154,8 @@ def test_runtime_requirements_are_what_the_runtime_path_imports():
 
 
 def test_export_of_an_older_format_is_refused(exports, tmp_path):
-    import json
-    import shutil
-
     old = tmp_path / "old"
-    shutil.copytree(exports("demo"), old)
+    shutil.copytree(exports("seeded"), old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format"] = 1
     (old / "manifest.json").write_text(json.dumps(manifest))
@@ -158,10 +164,8 @@ def test_export_of_an_older_format_is_refused(exports, tmp_path):
 
 
 def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
-    import shutil
-
     export_dir = tmp_path / "export"
-    shutil.copytree(exports("demo"), export_dir, ignore=shutil.ignore_patterns("cache"))
+    shutil.copytree(exports("seeded"), export_dir, ignore=shutil.ignore_patterns("cache"))
     result = CliRunner().invoke(main, ["check", "--export-dir", export_dir, "--engine", "openvino"])
     assert result.exit_code == 0, result.stderr
     assert "openvino f32 engine" in result.stdout

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256, resolve_checkpoint
+from ..optional import MissingDependency, require_torch
 from .base import Engine
 from .manifest import ExportError, check_matches, read_manifest
 
@@ -65,10 +66,16 @@ def create_engine(
     if precision != "f32":
         raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")
     path = resolve_checkpoint(checkpoint)
+    if name == "torch":
+        require_torch("The torch engine")
+    else:
+        require_torch(f"{export_dir} holds no OpenVINO export, so the torch engine would run; it",
+                      hint=f"Then `medsam-lite export` once gives the faster, torch-free OpenVINO engine (an export "
+                           f"made on another machine can also be copied to {export_dir}).")
     from .torch_engine import TorchEngine
 
     engine = TorchEngine(path, device=device, threads=threads)
     return EngineChoice(engine, f"torch engine ({path})", [f"checkpoint {path}: {n}" for n in engine.notes])
 
 
-__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "create_engine"]
+__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "MissingDependency", "create_engine"]
