@@ -41,6 +41,43 @@ def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, 
     return choice
 
 
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N) with 0 <= K < N."""
+    if value is None:
+        return None
+    k, sep, n = value.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 0 <= int(k) < int(n)):
+        raise click.BadParameter(f"{value!r}: expected K/N with 0 <= K < N, e.g. 0/4")
+    return int(k), int(n)
+
+
+def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
+                  threads: int | None, device: str, quiet: bool):
+    """The ModelRouter of ``--model-map`` (checked now, each model loaded when its first case comes); exit 2 if
+    the map cannot be used."""
+    from .engines import create_engine
+    from .export import default_export_dir
+    from .model_map import ModelMapError, ModelRouter, entry_loader, read_model_map
+
+    try:
+        entries = read_model_map(model_map)
+    except ModelMapError as exc:
+        _fail(str(exc))
+
+    def announce(label: str, choice) -> None:
+        for note in choice.notes:
+            _say(f"note: {label}: {note}")
+        _say(f"model {label}: {choice.description} ready", quiet)
+
+    return ModelRouter(
+        entries,
+        load=entry_loader(engine, precision, threads, device),
+        fallback=lambda: create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
+                                       threads=threads, device=device),
+        announce=announce,
+    )
+
+
 CHECKPOINT_OPTION = click.option(
     "--checkpoint", type=click.Path(path_type=Path), default=None,
     help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
@@ -78,15 +115,28 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference.")
 @click.option("--schedule", type=click.Choice(["fast", "official"]), default="fast", hidden=True,
               help="'official' re-encodes every slice per box, as the official script; for benchmarks only.")
+@click.option("--shard", default=None, callback=lambda ctx, param, value: _parse_shard(value), metavar="K/N",
+              help="Run only shard K of N (K = 0..N-1; a case's shard is a hash of its file name, so adding files "
+                   "moves no case to another shard). For job arrays: N processes with K = $SLURM_ARRAY_TASK_ID or "
+                   "$JOB_COMPLETION_INDEX on one shared folder write every case once.")
+@click.option("--model-map", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="MAP.json",
+              help="Route each case to the model of its modality (from the file name: 2DBox_<Modality>_...): a "
+                   "JSON object of modality (or 'default') -> checkpoint file, export folder, or "
+                   "{checkpoint, export_dir}. Other cases use --checkpoint/--export-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: str, export_dir: Path | None,
             precision: str, device: str, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
-            threads: int | None, schedule: str, quiet: bool) -> None:
-    """Segment every .npz in INPUT_DIR with its box prompts and write OUTPUT_DIR/<name>.npz."""
+            threads: int | None, schedule: str, shard: tuple[int, int] | None, model_map: Path | None,
+            quiet: bool) -> None:
+    """Segment every .npz in INPUT_DIR with its box prompts and write OUTPUT_DIR/<name>.npz.
+
+    Nothing is ever written into INPUT_DIR; a case that cannot fit in the memory left is refused before it is
+    read; a case whose output exists is skipped (so a re-run, or a re-run shard, finishes only what is missing)."""
     from tqdm import tqdm
 
+    from .guards import MemoryBudget, UnsafeOutput, check_outputs_outside_inputs
     from .outputs import check_writable_dir
-    from .runner import find_cases, run_folder, write_timing_csv
+    from .runner import find_cases, run_folder, select_shard, write_timing_csv
 
     if schedule == "official":
         from .official_schedule import import_official_startup
@@ -96,23 +146,36 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         except ImportError as exc:
             _fail(str(exc))
 
+    cases, ignored = find_cases(input_dir)
+    try:
+        check_outputs_outside_inputs(input_dir, cases, {"output folder": output_dir, "overlay folder": overlay_dir,
+                                                        "timing CSV": timing_csv})
+        MemoryBudget.now()  # a malformed $MEDSAM_LITE_MEMORY_LIMIT_MB stops here, not in every case
+    except (UnsafeOutput, ValueError) as exc:
+        _fail(str(exc))
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
             try:
                 check_writable_dir(folder)
             except OSError as exc:
                 _fail(f"the {what} folder {folder} is not writable: {exc}")
-    cases, ignored = find_cases(input_dir)
     if ignored:
         _say(f"ignoring {len(ignored)} file(s) that are not .npz: {', '.join(p.name for p in ignored[:5])}", quiet)
+    if shard is not None:
+        total = len(cases)
+        cases = select_shard(cases, *shard)
+        _say(f"shard {shard[0]}/{shard[1]}: {len(cases)} of {total} case(s)", quiet)
     if not cases:
-        _say(f"no .npz cases in {input_dir}")
+        _say(f"no .npz cases in {input_dir}" + (" for this shard" if shard is not None else ""))
         return
 
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
-    runner_engine = choice.engine
-    _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
+    if model_map is None:
+        choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
+        runner_engine = choice.engine
+        _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
+    else:
+        runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet)
 
     results = []
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
@@ -124,7 +187,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
             _say(f"ERROR {result.case}: {result.message}")
         elif result.status == "ok":
             _say(f"{result.case}: {result.boxes} box(es), {result.slices_encoded} slice(s) encoded, "
-                 f"{result.seconds:.2f} s", quiet)
+                 f"{result.seconds:.2f} s" + (f", model {result.model}" if model_map else ""), quiet)
     bar.close()
 
     if timing_csv is not None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -10,11 +12,13 @@ from typing import Iterable, Iterator
 
 from .cases import CaseError, load_case
 from .engines.base import Engine
+from .guards import check_case_fits
+from .model_map import ModelRouter
 from .outputs import write_segs, write_with
-from .segment import segment_2d, segment_3d
+from .segment import DEFAULT_CACHE_BYTES, segment_2d, segment_3d
 
 SCHEDULES = ("fast", "official")
-TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded")
+TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model")
 
 
 @dataclass
@@ -28,6 +32,7 @@ class CaseResult:
     slices_encoded: int = 0
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    model: str = ""
 
 
 def find_cases(input_dir: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
@@ -35,6 +40,16 @@ def find_cases(input_dir: str | os.PathLike[str]) -> tuple[list[Path], list[Path
     entries = sorted(p for p in Path(input_dir).iterdir() if p.is_file() and not p.name.startswith("."))
     cases = [p for p in entries if p.suffix == ".npz"]
     return cases, [p for p in entries if p.suffix != ".npz"]
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard (0..count-1) of a case file name: a hash, so it does not depend on the other files."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+
+def select_shard(cases: list[Path], index: int, count: int) -> list[Path]:
+    """The cases of shard ``index`` of ``count``, in their given (sorted) order."""
+    return [case for case in cases if shard_of(case.name, count) == index]
 
 
 def _segment(engine: Engine, case, schedule: str):
@@ -49,6 +64,17 @@ def _segment(engine: Engine, case, schedule: str):
     return run_2d(engine, case.image, case.boxes, dtype=case.label_dtype)
 
 
+def _write_error(exc: OSError, output: Path) -> str:
+    """What a user can act on when writing ``output`` failed (the temporary file is already removed)."""
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write {output}: no space left on device (nothing of this case was kept; free space and re-run)"
+    if exc.errno == errno.EDQUOT:
+        return f"cannot write {output}: disk quota exceeded (nothing of this case was kept)"
+    if not output.parent.is_dir():
+        return f"cannot write {output}: the output folder {output.parent} no longer exists"
+    return f"cannot write output {output}: {exc}"
+
+
 def run_case(
     engine: Engine,
     path: Path,
@@ -56,25 +82,32 @@ def run_case(
     overlay_dir: Path | None = None,
     schedule: str = "fast",
 ) -> CaseResult:
-    """Segment one file and write ``output_dir/<same name>``; errors become a ``failed`` result."""
+    """Segment one file and write ``output_dir/<same name>``; errors become a ``failed`` result.
+
+    The case is first checked against the memory this process may use (headers only). The overlay, if asked
+    for, is written before the segmentation, so that an existing output always means a finished case."""
     start = time.perf_counter()
     passes_before = engine.encoder_passes
+    output = output_dir / path.name
     try:
+        check_case_fits(path, DEFAULT_CACHE_BYTES)
         case = load_case(path)
         segs = _segment(engine, case, schedule)
-        write_segs(output_dir / path.name, segs)
         if overlay_dir is not None:
             if schedule == "official":
                 from .official_schedule import save_official_overlay as save_overlay
             else:
                 from .overlay import save_overlay
-            save_overlay(overlay_dir / (path.stem + ".png"), case.image, segs, case.boxes)
+            output = overlay_dir / (path.stem + ".png")
+            save_overlay(output, case.image, segs, case.boxes)
+            output = output_dir / path.name
+        write_segs(output, segs)
     except CaseError as exc:
         return CaseResult(path.name, "failed", time.perf_counter() - start, message=str(exc))
     except MemoryError:
         return CaseResult(path.name, "failed", time.perf_counter() - start, message="out of memory")
     except OSError as exc:
-        return CaseResult(path.name, "failed", time.perf_counter() - start, message=f"cannot write output: {exc}")
+        return CaseResult(path.name, "failed", time.perf_counter() - start, message=_write_error(exc, output))
     except Exception as exc:  # one broken case must not stop the others
         return CaseResult(
             path.name, "failed", time.perf_counter() - start, message=f"unexpected {type(exc).__name__}: {exc}"
@@ -90,29 +123,43 @@ def run_case(
 
 
 def run_folder(
-    engine: Engine,
+    engine: Engine | ModelRouter,
     cases: Iterable[Path],
     output_dir: Path,
     overwrite: bool = False,
     overlay_dir: Path | None = None,
     schedule: str = "fast",
 ) -> Iterator[CaseResult]:
-    """Run every case in turn; an existing output is skipped unless ``overwrite``."""
+    """Run every case in turn; an existing output is skipped unless ``overwrite``.
+
+    ``engine``: one engine for all cases, or a ModelRouter that picks (and loads once) each case's model."""
     for path in cases:
         if not overwrite and (output_dir / path.name).exists():
             yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
             continue
-        yield run_case(engine, path, output_dir, overlay_dir, schedule)
+        if isinstance(engine, ModelRouter):
+            try:
+                label, choice = engine.choice_for(path.name)
+            except Exception as exc:  # the model could not be loaded: this case fails, the run goes on
+                yield CaseResult(path.name, "failed", message=f"its model could not be loaded: {exc}")
+                continue
+            case_engine = choice.engine
+        else:
+            label, case_engine = engine.name, engine
+        result = run_case(case_engine, path, output_dir, overlay_dir, schedule)
+        result.model = label
+        yield result
 
 
 def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]) -> None:
-    """``case,seconds,boxes,slices_encoded`` for the cases that ran, like the official efficiency.csv."""
+    """``case,seconds,boxes,slices_encoded,model`` for the cases that ran (the official efficiency.csv's first
+    columns, then the model that segmented the case)."""
 
     def _write(handle) -> None:
         writer = csv.writer(handle)
         writer.writerow(TIMING_FIELDS)
         for r in results:
             if r.status == "ok":
-                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded])
+                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model])
 
     write_with(path, _write, mode="w")

@@ -23,8 +23,11 @@ class EngineChoice:
     notes: list[str] = field(default_factory=list)
 
 
-def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None) -> Path | None:
-    """The checkpoint the user points at (option, environment, default) if that file exists."""
+def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None, use_default: bool = True) -> Path | None:
+    """The checkpoint the user points at (option, else environment and default if ``use_default``) if that
+    file exists."""
+    if checkpoint is None and not use_default:
+        return None
     chosen = Path(checkpoint or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
     return chosen if chosen.is_file() else None
 
@@ -36,11 +39,13 @@ def create_engine(
     precision: str = "f32",
     threads: int | None = None,
     device: str = "cpu",
+    default_checkpoint: bool = True,
 ) -> EngineChoice:
     """Load an engine. ``auto``: OpenVINO when ``export_dir`` holds an export, else torch.
 
     An export is used only if it was made from the checkpoint in use (sha256); when no checkpoint file is
     there (a runtime image may ship only the export), the export is used as it is and that is said.
+    ``default_checkpoint=False``: only ``checkpoint`` itself counts, not $MEDSAM_LITE_CHECKPOINT or the default.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
@@ -49,7 +54,7 @@ def create_engine(
         raise ExportError(f"no OpenVINO export in {export_dir}; run `medsam-lite export --checkpoint PATH` first")
     if manifest is not None:
         notes = []
-        found = _explicit_or_default_checkpoint(checkpoint)
+        found = _explicit_or_default_checkpoint(checkpoint, default_checkpoint)
         if checkpoint is not None and found is None:
             raise CheckpointError(f"no checkpoint at {checkpoint}")
         if found is not None:

@@ -1,0 +1,198 @@
+"""Checks that keep a batch run from losing data: outputs never land on inputs, and a case is not loaded when
+it cannot fit in the memory this process may use."""
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cases import CaseError, is_3d_name
+
+MIB = 1 << 20
+# What a case needs besides its arrays: the per-slice work (model input, logits, upsampled masks) and the
+# allocator's slack; measured peaks are in the README (batch section).
+CASE_MARGIN_BYTES = 256 * MIB
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MEMINFO = Path("/proc/meminfo")
+MEMORY_LIMIT_ENV = "MEDSAM_LITE_MEMORY_LIMIT_MB"
+
+
+class UnsafeOutput(ValueError):
+    """An output path that would write into the input folder or onto an input file."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_outputs_outside_inputs(input_dir: Path, cases: list[Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse any output (``{"output folder": path, ...}``; None = not used) that resolves, symlinks
+    followed, into the input folder or below it, or a folder that holds (the target of) an input case."""
+    inputs = input_dir.resolve()
+    targets = {case.resolve() for case in cases}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        resolved = path.resolve()
+        if _inside(resolved, inputs):
+            where = "is the input folder" if resolved == inputs else f"lies inside the input folder {input_dir}"
+            raise UnsafeOutput(f"the {what} {path} {where}: inputs would be overwritten; choose another folder")
+        if resolved in targets or any(_inside(t, resolved) for t in targets):
+            raise UnsafeOutput(f"the {what} {path} holds input files (symbolic links in {input_dir} point there): "
+                               f"they would be overwritten; choose another folder")
+
+
+@dataclass
+class ArrayHeader:
+    """Shape and dtype of one array of an .npz, read from its .npy header without the data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: a crafted shape cannot overflow
+
+
+def read_npz_headers(path: str | os.PathLike[str], names: tuple[str, ...] = ("imgs", "boxes")) -> dict[str, ArrayHeader]:
+    """Headers of the arrays ``names`` found in the .npz at ``path`` (missing ones are left out).
+
+    Raises CaseError when the file is no readable zip or a header is malformed."""
+    headers: dict[str, ArrayHeader] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            for name in names:
+                if f"{name}.npy" not in members:
+                    continue
+                with archive.open(f"{name}.npy") as handle:
+                    version = np.lib.format.read_magic(handle)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                headers[name] = ArrayHeader(tuple(int(n) for n in shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
+    return headers
+
+
+def case_peak_bytes(path: str | os.PathLike[str], cache_bytes: int) -> int:
+    """Estimated peak memory (bytes) of segmenting the case at ``path``: the image as stored and as uint8,
+    the label map, the 3D embedding cache (bounded by ``cache_bytes``) and a fixed margin."""
+    from .segment import EMBEDDING_BYTES
+
+    headers = read_npz_headers(path)
+    image = headers.get("imgs")
+    if image is None or len(image.shape) < 2:
+        return 0  # load_case names what is wrong
+    pixels = math.prod(image.shape)
+    boxes = headers.get("boxes")
+    label_bytes = 2 if boxes is not None and len(boxes.shape) >= 1 and boxes.shape[0] > 255 else 1
+    as_uint8 = 0 if image.dtype == np.uint8 else pixels
+    if is_3d_name(Path(path).name) and len(image.shape) == 3:
+        depth, height, width = image.shape
+        labels = depth * height * width * label_bytes
+        cache = min(cache_bytes, depth * EMBEDDING_BYTES)
+    else:
+        height, width = image.shape[:2]
+        labels = height * width * label_bytes
+        cache = 0
+    return image.nbytes + as_uint8 + labels + cache + CASE_MARGIN_BYTES + 8 * height * width
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat_value(path: Path, *keys: str) -> int | None:
+    """The first of ``keys`` found in a cgroup ``memory.stat`` file."""
+    try:
+        stats = dict(line.split()[:2] for line in path.read_text().splitlines() if len(line.split()) >= 2)
+    except OSError:
+        return None
+    for key in keys:
+        if key in stats and stats[key].isdigit():
+            return int(stats[key])
+    return None
+
+
+def cgroup_limit_bytes() -> tuple[int | None, int | None]:
+    """(limit, memory in use) of this process's memory cgroup in bytes; (None, None) where there is no limit.
+
+    cgroup v2 (``memory.max``) or v1 (``memory.limit_in_bytes``). In use counts anonymous memory only
+    (``memory.stat``: anon / total_rss): the page cache of files read earlier is given back under pressure."""
+    root = CGROUP_ROOT
+    candidates = [(root / "memory.max", root / "memory.stat", ("anon",), root / "memory.current"),
+                  (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.stat", ("total_rss", "rss"),
+                   root / "memory" / "memory.usage_in_bytes")]
+    for limit_file, stat_file, keys, usage_file in candidates:
+        limit = _read_int(limit_file)
+        if limit is not None and limit < (1 << 60):  # v1 says "no limit" with a huge number
+            used = _stat_value(stat_file, *keys)
+            return limit, used if used is not None else _read_int(usage_file)
+    return None, None
+
+
+def available_ram_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class MemoryBudget:
+    """What this process may still use (bytes), and where that number comes from."""
+
+    bytes: int | None
+    source: str
+
+    @classmethod
+    def now(cls) -> "MemoryBudget":
+        """The tighter of the cgroup's room (limit - usage) and the machine's available RAM; override with
+        $MEDSAM_LITE_MEMORY_LIMIT_MB (the budget in MiB, for schedulers that enforce limits otherwise)."""
+        override = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+        if override:
+            try:
+                return cls(int(float(override) * MIB), f"${MEMORY_LIMIT_ENV}={override}")
+            except ValueError:
+                raise ValueError(f"${MEMORY_LIMIT_ENV} must be a number of MiB, not {override!r}") from None
+        limit, usage = cgroup_limit_bytes()
+        ram = available_ram_bytes()
+        options = []
+        if limit is not None:
+            options.append((limit - (usage or 0), f"cgroup memory limit {limit / MIB:.0f} MiB, {(usage or 0) / MIB:.0f} MiB in use"))
+        if ram is not None:
+            options.append((ram, "available RAM"))
+        if not options:
+            return cls(None, "unknown")
+        room, source = min(options)
+        return cls(max(room, 0), source)
+
+
+def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = None) -> None:
+    """Raise CaseError naming both numbers when the case at ``path`` needs more memory than ``budget``
+    (default: measured now) allows. Reads only the .npy headers."""
+    budget = budget or MemoryBudget.now()
+    if budget.bytes is None:
+        return
+    needed = case_peak_bytes(path, cache_bytes)
+    if needed > budget.bytes:
+        shape = read_npz_headers(path, ("imgs",))["imgs"].shape
+        raise CaseError(
+            f"needs about {needed / MIB:,.0f} MiB (imgs {tuple(shape)}) but this process may use only "
+            f"{budget.bytes / MIB:,.0f} MiB more ({budget.source}); not loaded"
+        )

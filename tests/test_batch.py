@@ -1,0 +1,227 @@
+"""Batch runs without loss: inputs are never written, a case too large for the memory left is refused before it
+is read, a full disk or a vanished output folder fails only that case, and shards split a folder exactly."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medsam_lite import guards
+from medsam_lite.cli import main
+from medsam_lite.runner import find_cases, run_folder, select_shard, shard_of
+
+from .conftest import ROOT
+
+DEMO = ROOT / "test_demo"
+
+
+def _predict(args, env=None):
+    return CliRunner().invoke(main, ["predict", *map(str, args)], env=env)
+
+
+def _small_case(folder: Path, name: str, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 50, (64, 80, 3), dtype=np.uint8)
+    image[20:44, 25:60] = 200
+    np.savez(folder / name, imgs=image, boxes=np.array([[24, 18, 61, 45]]))
+    return folder / name
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        _small_case(folder, f"2DBox_case{i}.npz", i)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "overlay", "timing", "symlinked-output", "symlinked-input"])
+def test_outputs_never_land_on_inputs(inputs, tmp_path, checkpoint_path, where):
+    out = tmp_path / "out"
+    args = ["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded"), "--overwrite"]
+    if where == "same":
+        args[3] = inputs
+    elif where == "inside":
+        args[3] = inputs / "segs"
+    elif where == "overlay":
+        args += ["--save-overlay", inputs]
+    elif where == "timing":
+        args += ["--timing-csv", inputs / "timing.csv"]
+    elif where == "symlinked-output":
+        (tmp_path / "link").symlink_to(inputs)
+        args[3] = tmp_path / "link"
+    else:  # an input that is a link to a file in the output folder
+        out.mkdir()
+        shutil.move(inputs / "2DBox_case1.npz", out / "2DBox_case1.npz")
+        (inputs / "2DBox_case1.npz").symlink_to(out / "2DBox_case1.npz")
+    before, before_out = _snapshot(inputs), _snapshot(out) if out.is_dir() else {}
+    result = _predict(args)
+    assert result.exit_code == 2, result.stderr
+    message = result.stderr.strip()
+    assert message.count("\n") == 0 and message.startswith("error: the ") and "overwritten" in message, message
+    assert _snapshot(inputs) == before and (_snapshot(out) if out.is_dir() else {}) == before_out
+    assert not (inputs / "segs").exists()
+
+
+def _header_only_npz(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npz whose imgs header claims ``shape`` (uint8) but holds no data: the guard must refuse it unread."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("imgs.npy", "w") as handle:
+            np.lib.format.write_array_header_2_0(handle, header)
+        with archive.open("boxes.npy", "w") as handle:
+            np.lib.format.write_array(handle, np.array([[0, 0, 0, 10, 10, 1]]))
+
+
+def test_case_too_large_for_memory_is_refused_unread_and_the_run_goes_on(inputs, tmp_path, checkpoint_path):
+    _header_only_npz(inputs / "3DBox_huge.npz", (4000, 4096, 4096))  # 64 GiB of image alone
+    out = tmp_path / "out"
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")])
+    assert result.exit_code == 1
+    line = next(line for line in result.stderr.splitlines() if line.startswith("ERROR 3DBox_huge.npz:"))
+    assert "needs about 129,408 MiB (imgs (4000, 4096, 4096))" in line and "MiB (imgs (4000, 4096, 4096)) but this process may use only" in line
+    assert "not loaded" in line
+    assert sorted(p.name for p in out.iterdir()) == ["2DBox_case0.npz", "2DBox_case1.npz"]
+
+
+def test_memory_budget_from_environment_names_both_numbers(inputs, tmp_path, checkpoint_path):
+    result = _predict(["-i", inputs, "-o", tmp_path / "out", "--checkpoint", checkpoint_path("seeded")],
+                      env={guards.MEMORY_LIMIT_ENV: "100"})
+    assert result.exit_code == 1
+    for name in ("2DBox_case0.npz", "2DBox_case1.npz"):
+        assert f"ERROR {name}: needs about 256 MiB (imgs (64, 80, 3)) but this process may use only 100 MiB more " \
+               f"(${guards.MEMORY_LIMIT_ENV}=100)" in result.stderr
+    bad = _predict(["-i", inputs, "-o", tmp_path / "out2", "--checkpoint", checkpoint_path("seeded")],
+                   env={guards.MEMORY_LIMIT_ENV: "lots"})
+    assert bad.exit_code == 2 and "must be a number of MiB, not 'lots'" in bad.stderr
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_cgroup_limit_is_read_and_counts_anonymous_memory(tmp_path, monkeypatch, version):
+    if version == "v2":
+        (tmp_path / "memory.max").write_text("8589934592\n")
+        (tmp_path / "memory.current").write_text("5000000000\n")
+        (tmp_path / "memory.stat").write_text("anon 1073741824\nfile 3900000000\ninactive_file 100\n")
+    else:
+        (tmp_path / "memory").mkdir()
+        (tmp_path / "memory/memory.limit_in_bytes").write_text("8589934592\n")
+        (tmp_path / "memory/memory.usage_in_bytes").write_text("5000000000\n")
+        (tmp_path / "memory/memory.stat").write_text("cache 3900000000\nrss 1\ntotal_rss 1073741824\n")
+    (tmp_path / "meminfo").write_text("MemTotal: 25000000 kB\nMemAvailable: 20000000 kB\n")
+    monkeypatch.setattr(guards, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(guards, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.delenv(guards.MEMORY_LIMIT_ENV, raising=False)
+    assert guards.cgroup_limit_bytes() == (8 << 30, 1 << 30)
+    budget = guards.MemoryBudget.now()
+    assert budget.bytes == 7 << 30 and budget.source == "cgroup memory limit 8192 MiB, 1024 MiB in use"
+    (tmp_path / ("memory.max" if version == "v2" else "memory/memory.limit_in_bytes")).write_text(
+        "max\n" if version == "v2" else "9223372036854771712\n")
+    assert guards.cgroup_limit_bytes() == (None, None)
+    assert guards.MemoryBudget.now().bytes == 20000000 * 1024
+
+
+def test_full_disk_fails_that_case_only_and_leaves_no_temporary_file(inputs, tmp_path, checkpoint_path, monkeypatch):
+    import medsam_lite.outputs as outputs
+
+    real, calls = np.savez_compressed, []
+
+    def full_disk(handle, **arrays):
+        calls.append(handle)
+        if len(calls) == 1:  # the first case (sorted order): part of it is written, then the disk is full
+            handle.write(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(handle, **arrays)
+
+    monkeypatch.setattr(outputs.np, "savez_compressed", full_disk)
+    out = tmp_path / "out"
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")])
+    assert result.exit_code == 1
+    assert f"ERROR 2DBox_case0.npz: cannot write {out / '2DBox_case0.npz'}: no space left on device" in result.stderr
+    assert sorted(os.listdir(out)) == ["2DBox_case1.npz"]  # no .part file, the next case written
+    assert "1 written, 0 skipped (output exists), 1 failed" in result.stderr
+
+
+def test_vanished_output_folder_fails_that_case_and_the_run_goes_on(inputs, tmp_path, torch_engines):
+    out = tmp_path / "out"
+    out.mkdir()
+    cases, _ = find_cases(inputs)
+
+    def cases_while_the_folder_vanishes():
+        yield cases[0]
+        shutil.rmtree(out)
+        yield cases[1]
+        out.mkdir()
+        yield cases[0]
+
+    results = list(run_folder(torch_engines("seeded"), cases_while_the_folder_vanishes(), out, overwrite=True))
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert results[1].message == f"cannot write {out / '2DBox_case1.npz'}: the output folder {out} no longer exists"
+    assert os.listdir(out) == ["2DBox_case0.npz"]
+
+
+def test_shards_are_disjoint_complete_and_stable_when_files_are_added():
+    names = [Path(f"3DBox_CT_case{i:03d}.npz") for i in range(200)]
+    shards = [select_shard(names, k, 4) for k in range(4)]
+    assert sorted(p for s in shards for p in s) == sorted(names)
+    assert all(30 <= len(s) <= 70 for s in shards), [len(s) for s in shards]
+    more = names + [Path(f"2DBox_new{i}.npz") for i in range(50)]
+    for k in range(4):
+        assert [p for p in select_shard(more, k, 4) if p in names] == shards[k]
+    assert all(shard_of(p.name, 1) == 0 for p in names)
+
+
+def test_concurrent_shards_write_every_case_once_equal_to_one_run(tmp_path, exports, checkpoint_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(7):
+        _small_case(inputs, f"2DBox_case{i}.npz", i)
+    shutil.copy(DEMO / "imgs/3DBox_Synthetic_ellipsoids.npz", inputs)
+    common = ["--checkpoint", str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded")), "--threads", "1"]
+    whole = tmp_path / "whole"
+    assert _predict(["-i", inputs, "-o", whole, *common, "-q"]).exit_code == 0
+
+    sharded = tmp_path / "sharded"
+    count = 3
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "medsam_lite", "predict", "-i", str(inputs), "-o", str(sharded),
+                          "--shard", f"{k}/{count}", "--timing-csv", str(tmp_path / f"timing{k}.csv"), *common],
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for k in range(count)
+    ]
+    logs = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * count, logs
+    timings = [tmp_path / f"timing{k}.csv" for k in range(count)]  # a shard with no case writes none
+    written = [line.split(",")[0] for t in timings if t.exists() for line in t.read_text().splitlines()[1:]]
+    assert sorted(written) == sorted(p.name for p in inputs.iterdir())  # each case once, by exactly one shard
+    assert _snapshot(sharded).keys() == _snapshot(whole).keys()
+    for name in _snapshot(whole):
+        assert np.array_equal(np.load(sharded / name)["segs"], np.load(whole / name)["segs"]), name
+
+    # An interrupted shard: one of its outputs is missing; the re-run writes only that one.
+    k = shard_of("3DBox_Synthetic_ellipsoids.npz", count)
+    own = select_shard(sorted(inputs.iterdir()), k, count)
+    (sharded / "3DBox_Synthetic_ellipsoids.npz").unlink()
+    again = _predict(["-i", inputs, "-o", sharded, "--shard", f"{k}/{count}", *common])
+    assert again.exit_code == 0, again.stderr
+    assert f"1 written, {len(own) - 1} skipped (output exists), 0 failed" in again.stderr
+    assert np.array_equal(np.load(sharded / "3DBox_Synthetic_ellipsoids.npz")["segs"],
+                          np.load(whole / "3DBox_Synthetic_ellipsoids.npz")["segs"])
+
+
+@pytest.mark.parametrize("value", ["4/4", "-1/3", "1", "a/b", "1/0"])
+def test_malformed_shard_is_refused(inputs, tmp_path, value):
+    result = _predict(["-i", inputs, "-o", tmp_path / "out", "--shard", value])
+    assert result.exit_code == 2 and "expected K/N with 0 <= K < N" in result.stderr
