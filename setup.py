@@ -26,5 +26,5 @@ setup(
         "test": requirements("torch", "int8", "test"),
         "bench": requirements("bench"),
     },
-    entry_points={"console_scripts": ["medsam-lite=medsam_lite.cli:main"]},
+    entry_points={"console_scripts": ["medsam-lite=medsam_lite.cli:entry"]},
 )

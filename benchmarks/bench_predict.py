@@ -47,7 +47,8 @@ def mode_args(mode: str, export_dir: Path, overlay_dir: Path) -> list[str]:
 
 
 def run_once(case: Path, checkpoint: Path, mode_args: list[str], threads: int | None) -> dict:
-    """One fresh process on a folder with just ``case``: wall seconds, peak RSS (MiB), encoder passes."""
+    """One fresh process on a folder with just ``case``: wall seconds, peak RSS (MiB), encoder passes, and the
+    seconds per stage from its timing CSV."""
     with tempfile.TemporaryDirectory() as tmp:
         inputs, outputs, timing = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "timing.csv")
         inputs.mkdir()
@@ -66,7 +67,9 @@ def run_once(case: Path, checkpoint: Path, mode_args: list[str], threads: int | 
             raise RuntimeError(f"{case.name}: predict failed: {stderr}")
         with open(timing) as handle:
             row = next(csv.DictReader(handle))
-        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "passes": int(row["slices_encoded"])}
+        stages = {k[: -len("_s")]: float(v) for k, v in row.items() if k.endswith("_s")}
+        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "passes": int(row["slices_encoded"]),
+                "stages": stages}
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -97,6 +98,7 @@ class ModelRouter:
     fallback: Callable[[], EngineChoice]
     announce: Callable[[str, EngineChoice], None] | None = None
     loaded: dict[str, EngineChoice | Exception] = field(default_factory=dict)
+    load_seconds: float = 0.0  # spent loading models since take_load_seconds was last called
 
     def entry_for(self, case_name: str) -> ModelEntry | None:
         modality = (modality_of(case_name) or "").lower()
@@ -107,6 +109,7 @@ class ModelRouter:
         entry = self.entry_for(case_name)
         label = entry.label if entry else "--checkpoint"
         if label not in self.loaded:
+            start = time.perf_counter()
             try:
                 self.loaded[label] = self.load(entry) if entry else self.fallback()
             except Exception as exc:  # kept: every case of this model reports it
@@ -114,10 +117,17 @@ class ModelRouter:
             else:
                 if self.announce is not None:
                     self.announce(label, self.loaded[label])
+            self.load_seconds += time.perf_counter() - start
         choice = self.loaded[label]
         if isinstance(choice, Exception):
             raise choice
         return label, choice
+
+
+    def take_load_seconds(self) -> float:
+        """Seconds spent loading models since the last call."""
+        seconds, self.load_seconds = self.load_seconds, 0.0
+        return seconds
 
 
 def entry_loader(engine: str, precision: str, threads: int | None, device: str) -> Callable[[ModelEntry], EngineChoice]:

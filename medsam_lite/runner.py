@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,13 +11,15 @@ from typing import Iterable, Iterator
 
 from .cases import CaseError, load_case
 from .engines.base import Engine
+from .engines.manifest import EngineUnavailable
 from .guards import check_case_fits
 from .model_map import ModelRouter
 from .outputs import write_segs, write_with
 from .segment import DEFAULT_CACHE_BYTES, segment_2d, segment_3d
+from .timing import STAGES, collect, stage
 
 SCHEDULES = ("fast", "official")
-TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model")
+TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model", *(f"{s}_s" for s in STAGES))
 
 
 @dataclass
@@ -33,23 +34,7 @@ class CaseResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     model: str = ""
-
-
-def find_cases(input_dir: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
-    """Sorted ``*.npz`` files directly in ``input_dir``, and the other files there (which are ignored)."""
-    entries = sorted(p for p in Path(input_dir).iterdir() if p.is_file() and not p.name.startswith("."))
-    cases = [p for p in entries if p.suffix == ".npz"]
-    return cases, [p for p in entries if p.suffix != ".npz"]
-
-
-def shard_of(name: str, count: int) -> int:
-    """The shard (0..count-1) of a case file name: a hash, so it does not depend on the other files."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
-
-
-def select_shard(cases: list[Path], index: int, count: int) -> list[Path]:
-    """The cases of shard ``index`` of ``count``, in their given (sorted) order."""
-    return [case for case in cases if shard_of(case.name, count) == index]
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.timing.STAGES)
 
 
 def _segment(engine: Engine, case, schedule: str):
@@ -85,41 +70,48 @@ def run_case(
     """Segment one file and write ``output_dir/<same name>``; errors become a ``failed`` result.
 
     The case is first checked against the memory this process may use (headers only). The overlay, if asked
-    for, is written before the segmentation, so that an existing output always means a finished case."""
+    for, is written before the segmentation, so that an existing output always means a finished case.
+    ``stages`` of the result holds the seconds of each stage (medsam_lite.timing)."""
     start = time.perf_counter()
     passes_before = engine.encoder_passes
     output = output_dir / path.name
+    with collect() as stages:
+        result = _run_case(engine, path, output, overlay_dir, schedule)
+    result.seconds = time.perf_counter() - start
+    result.stages = stages
+    if result.status == "ok":
+        result.slices_encoded = engine.encoder_passes - passes_before
+    return result
+
+
+def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None, schedule: str) -> CaseResult:
+    writing = output  # the file a write error is about
     try:
-        check_case_fits(path, DEFAULT_CACHE_BYTES)
-        case = load_case(path)
+        with stage("load"):
+            check_case_fits(path, DEFAULT_CACHE_BYTES)
+            case = load_case(path)
         segs = _segment(engine, case, schedule)
-        if overlay_dir is not None:
-            if schedule == "official":
-                from .official_schedule import save_official_overlay as save_overlay
-            else:
-                from .overlay import save_overlay
-            output = overlay_dir / (path.stem + ".png")
-            save_overlay(output, case.image, segs, case.boxes)
-            output = output_dir / path.name
-        write_segs(output, segs)
+        with stage("write"):
+            if overlay_dir is not None:
+                if schedule == "official":
+                    from .official_schedule import save_official_overlay as save_overlay
+                else:
+                    from .overlay import save_overlay
+                writing = overlay_dir / (path.stem + ".png")
+                save_overlay(writing, case.image, segs, case.boxes)
+                writing = output
+            write_segs(output, segs)
+    except EngineUnavailable:
+        raise  # no case can run: the caller stops
     except CaseError as exc:
-        return CaseResult(path.name, "failed", time.perf_counter() - start, message=str(exc))
+        return CaseResult(path.name, "failed", message=str(exc))
     except MemoryError:
-        return CaseResult(path.name, "failed", time.perf_counter() - start, message="out of memory")
+        return CaseResult(path.name, "failed", message="out of memory")
     except OSError as exc:
-        return CaseResult(path.name, "failed", time.perf_counter() - start, message=_write_error(exc, output))
+        return CaseResult(path.name, "failed", message=_write_error(exc, writing))
     except Exception as exc:  # one broken case must not stop the others
-        return CaseResult(
-            path.name, "failed", time.perf_counter() - start, message=f"unexpected {type(exc).__name__}: {exc}"
-        )
-    return CaseResult(
-        path.name,
-        "ok",
-        time.perf_counter() - start,
-        boxes=len(case.boxes),
-        slices_encoded=engine.encoder_passes - passes_before,
-        warnings=case.warnings,
-    )
+        return CaseResult(path.name, "failed", message=f"unexpected {type(exc).__name__}: {exc}")
+    return CaseResult(path.name, "ok", boxes=len(case.boxes), warnings=case.warnings)
 
 
 def run_folder(
@@ -148,18 +140,22 @@ def run_folder(
             label, case_engine = engine.name, engine
         result = run_case(case_engine, path, output_dir, overlay_dir, schedule)
         result.model = label
+        if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
+            result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
         yield result
 
 
 def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]) -> None:
-    """``case,seconds,boxes,slices_encoded,model`` for the cases that ran (the official efficiency.csv's first
-    columns, then the model that segmented the case)."""
+    """``case,seconds,boxes,slices_encoded,model,startup_s,load_s,...,write_s`` for the cases that ran: the
+    official efficiency.csv's first columns, the model that segmented the case, and the seconds per stage
+    (``startup_s``: the process's start-up, on the first case it ran; a model loaded for a case, on that case)."""
 
     def _write(handle) -> None:
         writer = csv.writer(handle)
         writer.writerow(TIMING_FIELDS)
         for r in results:
             if r.status == "ok":
-                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model])
+                stages = [f"{r.stages.get(name, 0.0):.4f}" for name in STAGES]
+                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model, *stages])
 
     write_with(path, _write, mode="w")

@@ -13,6 +13,7 @@ import numpy as np
 
 from .engines.base import Engine
 from .preprocess import box_to_256, image_to_model_input, mask_box_256, resized_size
+from .timing import stage
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
 DEFAULT_CACHE_BYTES = 1 << 30  # 256 slice embeddings
@@ -23,11 +24,13 @@ def segment_2d(engine: Engine, image: np.ndarray, boxes: np.ndarray, dtype: type
     segs = np.zeros(image.shape[:2], dtype=dtype)
     if len(boxes) == 0:
         return segs
-    model_in, resized = image_to_model_input(image)
+    with stage("preprocess"):
+        model_in, resized = image_to_model_input(image)
     embedding = engine.encode(model_in)
     original = image.shape[:2]
     for label, mask in enumerate(engine.masks(embedding, box_to_256(boxes, original), resized, original), 1):
-        segs[mask] = label
+        with stage("postprocess"):
+            segs[mask] = label
     return segs
 
 
@@ -83,14 +86,21 @@ def _decode_slice(
     boxes = np.stack([t.prompt for t in tracks])
     masks = []
     for track, mask in zip(tracks, engine.masks(embedding, boxes, resized, original)):
-        np.maximum(segs_slice, mask.astype(segs_slice.dtype) * segs_slice.dtype.type(track.label), out=segs_slice)
+        with stage("postprocess"):
+            np.maximum(segs_slice, mask.astype(segs_slice.dtype) * segs_slice.dtype.type(track.label), out=segs_slice)
         masks.append(mask)
     return masks
 
 
+def _model_input(image: np.ndarray) -> np.ndarray:
+    with stage("preprocess"):
+        return image_to_model_input(image)[0]
+
+
 def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -> np.ndarray:
     """Prompt for the neighbouring slice: the box of this slice's mask, else the box itself."""
-    box = mask_box_256(mask, track.label)
+    with stage("postprocess"):
+        box = mask_box_256(mask, track.label)
     return box if box is not None else box_to_256(track.box_2d, original)
 
 
@@ -122,7 +132,7 @@ def segment_3d(
         active = [t for t in tracks if t.z_middle <= z <= t.z_last]
         if not active:
             continue
-        embedding = engine.encode(image_to_model_input(volume[z])[0])
+        embedding = engine.encode(_model_input(volume[z]))
         if z in needed_down:
             cache.put(z, embedding)
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
@@ -136,7 +146,7 @@ def segment_3d(
         active = [t for t in tracks if t.z_first <= z < t.z_middle]
         embedding = cache.pop(z)
         if embedding is None:
-            embedding = engine.encode(image_to_model_input(volume[z])[0])
+            embedding = engine.encode(_model_input(volume[z]))
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
             t.prompt = _next_prompt(t, mask, original)
     return segs

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from medsam_lite import guards
 from medsam_lite.cli import main
-from medsam_lite.runner import find_cases, run_folder, select_shard, shard_of
+from medsam_lite.folder import find_cases, select_shard, shard_of
+from medsam_lite.runner import run_folder
 
 from .conftest import ROOT
 

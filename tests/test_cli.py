@@ -41,6 +41,13 @@ def test_test_demo_end_to_end(tmp_path, checkpoint_path):
     assert rows["3DBox_Synthetic_ellipsoids.npz"]["slices_encoded"] == str(len(covered))
     assert rows["3DBox_Synthetic_ellipsoids.npz"]["boxes"] == "2"
     assert float(rows["3DBox_Synthetic_ellipsoids.npz"]["seconds"]) > 0
+    first, second = rows.values()
+    assert float(first["startup_s"]) > 0 and float(second["startup_s"]) == 0  # the process's, on its first case
+    for row in rows.values():
+        assert row["model"] == "torch"
+        stages = {k: float(v) for k, v in row.items() if k.endswith("_s")}
+        assert all(stages[f"{s}_s"] > 0 for s in ("load", "preprocess", "encoder", "decoder", "postprocess", "write"))
+        assert sum(stages.values()) - stages["startup_s"] <= float(row["seconds"]) + 1e-3
 
 
 def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path, checkpoint_path):
@@ -79,11 +86,19 @@ def test_checkpoint_from_environment(tmp_path, checkpoint_path):
     assert result.exit_code == 0 and str(checkpoint_path("seeded")) in result.stderr
 
 
-def test_console_script_and_module_entry_point():
-    for command in (["medsam-lite", "predict", "--help"], [sys.executable, "-m", "medsam_lite", "predict", "--help"]):
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_console_script_and_module_entry_point(tmp_path):
+    """Both entry points end the process at once (os._exit) with main's exit code and its output flushed."""
+    for command in (["medsam-lite"], [sys.executable, "-m", "medsam_lite"]):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([*command, "predict", "--help"], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         assert "--save-overlay" in done.stdout and "--timing-csv" in done.stdout
+        done = subprocess.run([*command, "predict", "-i", DEMO / "imgs", "-o", DEMO / "imgs"], capture_output=True,
+                              text=True, env=env)
+        assert done.returncode == 2 and "the output folder" in done.stderr and "is the input folder" in done.stderr
+        done = subprocess.run([*command, "predict", "-i", tmp_path / "none", "-o", tmp_path], capture_output=True,
+                              text=True, env=env)
+        assert done.returncode == 2 and "does not exist" in done.stderr
 
 
 def test_readme_flow_export_predict_evaluate_on_test_demo(tmp_path, checkpoint_path):

@@ -172,3 +172,29 @@ def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
     assert len(list((export_dir / "cache").iterdir())) == 3  # encoder, decoder image part, decoder box part
     missing = CliRunner().invoke(main, ["check", "--export-dir", tmp_path / "none", "--engine", "openvino"])
     assert missing.exit_code == 2 and "medsam-lite export" in missing.stderr
+
+
+def test_predict_compiles_in_the_background_and_computes_the_same(exports, ov_engines, checkpoint_path, tmp_path):
+    """The CLI's engine compiles on threads while the first case loads; its masks equal a synchronously
+    compiled engine's, and the wait shows as start-up in the timing CSV."""
+    out, timing = tmp_path / "out", tmp_path / "timing.csv"
+    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", out, "--export-dir", exports("seeded"),
+                                       "--checkpoint", checkpoint_path("seeded"), "--timing-csv", timing])
+    assert result.exit_code == 0, result.stderr
+    for name in ("2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"):
+        case = load_case(DEMO / "imgs" / name)
+        run = segment_3d if case.is_3d else segment_2d
+        assert np.array_equal(np.load(out / name)["segs"], run(ov_engines("seeded"), case.image, case.boxes))
+    assert "startup_s" in timing.read_text().splitlines()[0]
+
+
+def test_an_export_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exports("seeded"), broken, ignore=shutil.ignore_patterns("cache"))
+    (broken / "image_encoder.xml").write_text("<net>not a model</net>")
+    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken])
+    assert result.exit_code == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: the OpenVINO export in {broken} could not be loaded: ") and "image_encoder.xml" in line
+    assert line.endswith("re-run `medsam-lite export`")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import load_model
+from ..timing import stage
 
 # Boxes per decoder run. Measured on 33 boxes of one 2D image (2 cores): one at a time 1.8 s, all 33 in
 # one batch 4.8 s (the decoder repeats the 64x64 embedding per box, and large batches leave the cache).
@@ -34,7 +35,8 @@ class TorchEngine:
     def encode(self, image: np.ndarray) -> torch.Tensor:
         """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) embedding tensor."""
         self.encoder_passes += 1
-        return self.model.encode(torch.from_numpy(image).to(self.device))
+        with stage("encoder"):
+            return self.model.encode(torch.from_numpy(image).to(self.device))
 
     @torch.no_grad()
     def logits(self, embedding: torch.Tensor, boxes_256: np.ndarray) -> torch.Tensor:
@@ -49,7 +51,10 @@ class TorchEngine:
         self, embedding: torch.Tensor, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
     ) -> Iterator[np.ndarray]:
         """Masks in original pixels, one box at a time: crop, bilinear upsample, sigmoid > 0.5."""
-        logits = self.logits(embedding, boxes_256)[..., : resized[0], : resized[1]]
+        with stage("decoder"):
+            logits = self.logits(embedding, boxes_256)[..., : resized[0], : resized[1]]
         for i in range(logits.shape[0]):
-            up = F.interpolate(logits[i : i + 1], size=original, mode="bilinear", align_corners=False)
-            yield (torch.sigmoid(up) > 0.5)[0, 0].cpu().numpy()
+            with stage("postprocess"):
+                up = F.interpolate(logits[i : i + 1], size=original, mode="bilinear", align_corners=False)
+                mask = (torch.sigmoid(up) > 0.5)[0, 0].cpu().numpy()
+            yield mask

@@ -1,0 +1,137 @@
+"""Where the time of ``medsam-lite predict`` goes, per shared case and stage, and how close the encoder runs to
+the machine's fp32 matmul peak.
+
+Each case runs in a fresh process (``bench_predict.run_once``: the challenge's one case per run) on the
+OpenVINO fp32 engine; the stages come from the timing CSV (``medsam_lite.timing``): start-up (process start
+until the engine is ready), load, pre-processing, encoder, decoder, post-processing/upsampling and write; "other"
+is the rest of the process's wall time (interpreter exit, the summary). Then:
+- the fp32 matmul peak of this machine as OpenVINO runs it (a 2048 x 2048 x 2048 MatMul, same threads);
+- one encoder pass: its FLOPs counted from the IR (2 x multiply-adds of every MatMul and convolution),
+  seconds (best of 5) and GFLOP/s, as a share of that peak.
+
+Usage: python benchmarks/bench_stages.py --export-dir DIR [--shared ../shared] [--only SUBSTRING ...]
+       [--repeat N] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import mode_args, run_once  # noqa: E402
+
+STAGES = ("startup", "load", "preprocess", "encoder", "decoder", "postprocess", "write")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def model_gflop(model) -> float:
+    """2 x multiply-adds of the MatMul, Convolution and GroupConvolution ops of a static-shape OpenVINO model."""
+    total = 0
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "MatMul":
+            a, b = (list(op.input(i).get_shape()) for i in range(2))
+            attrs = op.get_attributes()
+            if attrs.get("transpose_a"):
+                a[-2:] = a[-1:-3:-1]
+            if attrs.get("transpose_b"):
+                b[-2:] = b[-1:-3:-1]
+            out = list(op.output(0).get_shape())
+            total += 2 * int(np.prod(out)) * a[-1]
+        elif kind in ("Convolution", "GroupConvolution"):
+            weights = list(op.input(1).get_shape())
+            out = list(op.output(0).get_shape())
+            per_output = int(np.prod(weights[-3:])) if kind == "Convolution" else int(np.prod(weights[-3:]))
+            total += 2 * int(np.prod(out)) * per_output
+    return total / 1e9
+
+
+def best_seconds(fn, repeat: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(core, config: dict, n: int = 2048) -> float:
+    """GFLOP/s of an n x n x n fp32 MatMul compiled by OpenVINO with ``config``."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    a = ops.parameter([n, n], np.float32, name="a")
+    b = ops.constant(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    compiled = core.compile_model(ov.Model([ops.matmul(a, b, False, False)], [a]), "CPU", config)
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    return 2 * n**3 / best_seconds(lambda: request.infer([x])) / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
+    parser.add_argument("--export-dir", type=Path, required=True)
+    parser.add_argument("--only", nargs="*", default=[""], help="only cases whose name contains one of these")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is shown")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if any(o in p.name for o in args.only))
+    checkpoint = args.shared / "checkpoints" / args.checkpoint
+    run_args = mode_args("openvino", args.export_dir, Path(tempfile.gettempdir()))
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; OpenVINO fp32, fresh process per case, best of {args.repeat}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp, "2DBox_empty_startup.npz")
+        np.savez(empty, imgs=np.zeros((64, 64, 3), np.uint8), boxes=np.zeros((0, 4), np.int64))
+        cases = [empty, *cases]
+        header = f"{'case':<54}{'wall':>7}" + "".join(f"{s:>12}" for s in STAGES) + f"{'other':>8}"
+        print(header)
+        print("-" * len(header), flush=True)
+        for case in cases:
+            result = min((run_once(case, checkpoint, run_args, args.threads) for _ in range(args.repeat)),
+                         key=lambda r: r["seconds"])
+            stages = result["stages"]
+            other = result["seconds"] - sum(stages.get(s, 0.0) for s in STAGES)
+            print(f"{case.name:<54}{result['seconds']:>7.2f}" + "".join(f"{stages.get(s, 0.0):>12.3f}" for s in STAGES)
+                  + f"{other:>8.3f}", flush=True)
+
+    import openvino as ov
+
+    from medsam_lite.engines.manifest import MODEL_FILES
+    from medsam_lite.engines.openvino_engine import compile_config
+
+    core = ov.Core()
+    config = compile_config("f32", args.threads)
+    peak = matmul_peak(core, config)
+    model = core.read_model(args.export_dir / MODEL_FILES["encoder"])
+    gflop = model_gflop(model)
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
+    seconds = best_seconds(lambda: request.infer([x]))
+    print(f"fp32 matmul peak (OpenVINO, 2048^3): {peak:.0f} GFLOP/s")
+    print(f"encoder pass: {gflop:.1f} GFLOP in {seconds * 1000:.0f} ms = {gflop / seconds:.0f} GFLOP/s, "
+          f"{100 * gflop / seconds / peak:.0f} % of the matmul peak")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
