@@ -11,8 +11,9 @@
 # compares the output with a local run of the CLI (must be identical), and prints per-case wall seconds, the
 # peak memory of the container's cgroup, the image size and the start-up time of an empty case. It also
 # checks that an output folder owned by another user is written (files owned by that user), that a fixed
-# user (as the official image runs) is refused there with one clear line, and that hadolint finds nothing in
-# the Dockerfile. Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
+# user (as the official image runs) is refused there with one clear line, that a case too large for -m 8G is
+# refused unread (memory guard) and a full output disk fails only that case (a 4 KiB tmpfs), and that hadolint
+# finds nothing in the Dockerfile. Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
 # Usage: sudo scripts/docker_test.sh [--shared ../shared] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
 #                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
@@ -231,6 +232,48 @@ docker container run -m 8G --rm --user 1000:1000 -v "$WORK/owner/in":/workspace/
 fixed_line=$(grep -m 1 'not writable' "$WORK/fixed.log" || true)
 [ "$fixed_rc" = 2 ] && [ -n "$fixed_line" ] || { cat "$WORK/fixed.log" >&2; failures=$((failures + 1)); }
 
+# 8. Memory guard under the container's cgroup limit: a case whose header says 400x4096x4096 (about 14 GiB
+# with its labels: more than -m 8G allows, less than this machine's RAM) is refused unread with one line naming
+# both numbers, and the next case is still written.
+mkdir -p "$WORK/memory/in" "$WORK/memory/out"
+cp "$SHARED/cases/imgs/2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz" "$WORK/memory/in/"
+python3 - "$WORK/memory/in/3DBox_CT_huge.npz" <<'PY'
+import sys, zipfile
+import numpy as np
+with zipfile.ZipFile(sys.argv[1], "w") as archive:
+    with archive.open("imgs.npy", "w") as handle:  # the header alone: no data follows
+        np.lib.format.write_array_header_2_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (400, 4096, 4096)})
+    with archive.open("boxes.npy", "w") as handle:
+        np.lib.format.write_array(handle, np.array([[0, 0, 0, 100, 100, 10]]))
+PY
+chmod -R a+rX "$WORK/memory/in"
+memory_rc=0
+docker container run -m 8G --rm -v "$WORK/memory/in":/workspace/inputs/ -v "$WORK/memory/out":/workspace/outputs/ \
+  "$IMAGE":latest /bin/bash -c "sh predict.sh" >"$WORK/memory.log" 2>&1 || memory_rc=$?
+memory_line=$(grep -m 1 '^ERROR 3DBox_CT_huge.npz' "$WORK/memory.log" || true)
+memory_written=$(ls "$WORK/memory/out")
+if [ "$memory_rc" != 1 ] || [[ "$memory_line" != *"needs about"*"cgroup memory limit 8192 MiB"* ]] \
+   || [ "$memory_written" != 2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz ]; then
+  cat "$WORK/memory.log" >&2; failures=$((failures + 1))
+fi
+
+# 9. Disk guard: an output folder on a 4 KiB tmpfs. The mammography output (4.6 KB) does not fit: that case
+# fails with one line and leaves no temporary file; the X-ray output (1.7 KB) after it is written.
+mkdir -p "$WORK/disk/in"
+cp "$SHARED/cases/imgs/2DBox_Mammography_demo.npz" "$SHARED/cases/imgs/2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz" \
+  "$WORK/disk/in/"
+chmod -R a+rX "$WORK/disk/in"
+disk_rc=0
+docker container run -m 8G --rm -v "$WORK/disk/in":/workspace/inputs/ --tmpfs /workspace/outputs:rw,size=4k,mode=0777 \
+  "$IMAGE":latest /bin/bash -c 'sh predict.sh; rc=$?; echo "left: $(ls -A /workspace/outputs | tr "\n" " ")"; exit $rc' \
+  >"$WORK/disk.log" 2>&1 || disk_rc=$?
+disk_line=$(grep -m 1 '^ERROR 2DBox_Mammography_demo.npz' "$WORK/disk.log" || true)
+disk_left=$(grep -m 1 '^left: ' "$WORK/disk.log" || true)
+if [ "$disk_rc" != 1 ] || [[ "$disk_line" != *"no space left on device"* ]] \
+   || [ "$disk_left" != "left: 2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz " ]; then
+  cat "$WORK/disk.log" >&2; failures=$((failures + 1))
+fi
+
 printf 'image %s: %d MB (built from %s in %s s)\n' "$IMAGE" "$size_mb" "$BASE" "$build_s"
 printf 'start-up, empty case, whole container run: %s s (peak %s MiB)\n' "$empty_s" "$empty_mib"
 [ -n "$smallest_2d" ] && printf 'smallest 2D case, whole container run: %s s (%s; target <= 2 s, not enforced here)\n' \
@@ -239,6 +282,9 @@ printf 'largest container memory peak: %s MiB (limit 8 GiB)\n' "$largest_peak"
 printf 'output folder owned by uid 4242 (mode 0755): output written, owned by uid %s\n' "$owner"
 printf 'same folder, container run as a fixed user (--user 1000, as the official image): exit %s, "%s"\n' \
   "$fixed_rc" "$fixed_line"
+printf 'memory guard (-m 8G, a 400x4096x4096 header): exit %s, "%s"; written: %s\n' "$memory_rc" "$memory_line" \
+  "$memory_written"
+printf 'disk guard (outputs on a 4 KiB tmpfs): exit %s, "%s"; %s\n' "$disk_rc" "$disk_line" "$disk_left"
 printf 'hadolint Dockerfile: %s\n' "$hadolint_result"
 [ "$hadolint_result" = clean ] || failures=$((failures + 1))
 [ "$size_mb" -le 800 ] || { echo "image larger than 800 MB" >&2; failures=$((failures + 1)); }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ SKIP_REASON = (
 SHARED_CHECKPOINTS = {"demo": "lite_medsam_demo.pth", "random": "lite_medsam_random.pth"}
 SEEDED_CHECKPOINTS = {"seeded": 2024, "seeded_other": 7}  # name -> torch seed
 REFERENCES = {"demo": "reference", "random": "reference_random"}
+T = TypeVar("T")
 
 
 def fixtures_required() -> bool:
@@ -60,34 +62,36 @@ def make_seeded_checkpoint(path: Path, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def checkpoint_path(tmp_path_factory):
-    """``checkpoint_path(which)``: a seeded checkpoint made here, or a shared one (see module docstring)."""
-    made: dict[str, Path] = {}
+def once_per_checkpoint(make: Callable[[str], T]) -> Callable[[str], T]:
+    """``get(which)``: ``make(which)`` the first time, the same object afterwards."""
+    made: dict[str, T] = {}
 
-    def get(which: str) -> Path:
-        if which in SHARED_CHECKPOINTS:
-            return shared_path("checkpoints", SHARED_CHECKPOINTS[which])
+    def get(which: str) -> T:
         if which not in made:
-            folder = tmp_path_factory.mktemp(f"checkpoint-{which}")
-            made[which] = make_seeded_checkpoint(folder / f"lite_medsam_{which}.pth", SEEDED_CHECKPOINTS[which])
+            made[which] = make(which)
         return made[which]
 
     return get
 
 
 @pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory):
+    """``checkpoint_path(which)``: a seeded checkpoint made here, or a shared one (see module docstring)."""
+
+    def make(which: str) -> Path:
+        if which in SHARED_CHECKPOINTS:
+            return shared_path("checkpoints", SHARED_CHECKPOINTS[which])
+        folder = tmp_path_factory.mktemp(f"checkpoint-{which}")
+        return make_seeded_checkpoint(folder / f"lite_medsam_{which}.pth", SEEDED_CHECKPOINTS[which])
+
+    return once_per_checkpoint(make)
+
+
+@pytest.fixture(scope="session")
 def torch_engines(checkpoint_path):
     from medsam_lite.engines.torch_engine import TorchEngine
 
-    cache: dict[str, TorchEngine] = {}
-
-    def get(which: str) -> TorchEngine:
-        if which not in cache:
-            cache[which] = TorchEngine(checkpoint_path(which))
-        return cache[which]
-
-    return get
+    return once_per_checkpoint(lambda which: TorchEngine(checkpoint_path(which)))
 
 
 @pytest.fixture(scope="session")
@@ -95,31 +99,20 @@ def exports(tmp_path_factory, checkpoint_path):
     """``exports(which)``: an OpenVINO export of that checkpoint, made once per session (about 15 s)."""
     from medsam_lite.export import export_openvino
 
-    made: dict[str, Path] = {}
+    def make(which: str) -> Path:
+        out = tmp_path_factory.mktemp(f"export-{which}")
+        report = export_openvino(checkpoint_path(which), out)
+        assert report.encoder_max_abs_diff < 1e-4 and report.decoder_max_abs_diff < 1e-3
+        return out
 
-    def get(which: str) -> Path:
-        if which not in made:
-            out = tmp_path_factory.mktemp(f"export-{which}")
-            report = export_openvino(checkpoint_path(which), out)
-            assert report.encoder_max_abs_diff < 1e-4 and report.decoder_max_abs_diff < 1e-3
-            made[which] = out
-        return made[which]
-
-    return get
+    return once_per_checkpoint(make)
 
 
 @pytest.fixture(scope="session")
 def ov_engines(exports):
     from medsam_lite.engines.openvino_engine import OpenVINOEngine
 
-    cache: dict[str, OpenVINOEngine] = {}
-
-    def get(which: str) -> OpenVINOEngine:
-        if which not in cache:
-            cache[which] = OpenVINOEngine(exports(which))
-        return cache[which]
-
-    return get
+    return once_per_checkpoint(lambda which: OpenVINOEngine(exports(which)))
 
 
 def load_reference(which: str, case: str) -> np.ndarray:
