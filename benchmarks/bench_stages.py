@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import mode_args, run_once  # noqa: E402
 
+from medsam_lite.engines.openvino_import import import_openvino  # noqa: E402
+
 STAGES = ("startup", "load", "preprocess", "encoder", "decoder", "postprocess", "write")
 
 
@@ -74,8 +76,9 @@ def best_seconds(fn, repeat: int = 5) -> float:
 
 def matmul_peak(core, config: dict, n: int = 2048) -> float:
     """GFLOP/s of an n x n x n fp32 MatMul compiled by OpenVINO with ``config``."""
-    import openvino as ov
     import openvino.opset13 as ops
+
+    ov = import_openvino()
 
     a = ops.parameter([n, n], np.float32, name="a")
     b = ops.constant(np.random.default_rng(0).random((n, n), dtype=np.float32))
@@ -114,12 +117,10 @@ def main() -> int:
             print(f"{case.name:<54}{result['seconds']:>7.2f}" + "".join(f"{stages.get(s, 0.0):>12.3f}" for s in STAGES)
                   + f"{other:>8.3f}", flush=True)
 
-    import openvino as ov
-
     from medsam_lite.engines.manifest import MODEL_FILES
     from medsam_lite.engines.openvino_engine import compile_config
 
-    core = ov.Core()
+    core = import_openvino().Core()
     config = compile_config("f32", args.threads)
     peak = matmul_peak(core, config)
     model = core.read_model(args.export_dir / MODEL_FILES["encoder"])

@@ -2,7 +2,9 @@
 
 2D: ``imgs`` (H, W, 3) uint8, ``boxes`` (N, 4) ``[x_min, y_min, x_max, y_max]`` in original pixels.
 3D (file name starts with ``3D``): ``imgs`` (D, H, W) uint8, ``boxes`` (N, 6)
-``[x_min, y_min, z_min, x_max, y_max, z_max]`` (pixels, slice indices; maxima inclusive).
+``[x_min, y_min, z_min, x_max, y_max, z_max]`` (pixels, slice indices; maxima inclusive), or the CVPR 2025
+layout (``layout2025``): a list of box dicts that start at their own ``z_mid``, ``boxes`` possibly missing
+(then ``prev_pred`` or zeros are written), ``clicks`` ignored.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .layout2025 import UnsafePickle, boxes_from_dicts, read_object_array
 
 
 class CaseError(Exception):
@@ -26,6 +30,9 @@ class Case:
     image: np.ndarray
     boxes: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    z_middle: np.ndarray | None = None  # (N,) start slice of each 3D box (2025 layout); None: the box's middle
+    fallback: np.ndarray | None = None  # what to write when there are no boxes (2025: prev_pred)
+    notes: list[str] = field(default_factory=list)  # things to say once per run, not per case
 
     @property
     def label_dtype(self) -> type:
@@ -38,7 +45,10 @@ def is_3d_name(name: str) -> bool:
     return name.startswith("3D")
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, is_3d: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of a case (``imgs``; ``boxes`` and ``prev_pred`` where present) and the names in the file.
+
+    Nothing is unpickled by numpy: a pickled ``boxes`` (the 2025 layout) goes through ``layout2025``."""
     try:
         data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
@@ -46,13 +56,33 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise CaseError("not an .npz archive (it holds a single .npy array)")
     with data:
-        missing = [k for k in ("imgs", "boxes") if k not in data.files]
+        required = ("imgs",) if is_3d else ("imgs", "boxes")  # a 2025 3D case may come without boxes
+        missing = [k for k in required if k not in data.files]
         if missing:
             raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
-        try:
-            return {k: data[k] for k in ("imgs", "boxes")}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            raise CaseError(f"cannot read as .npz (truncated or corrupt member): {exc}") from exc
+        arrays = {}
+        for key in ("imgs", "boxes", "prev_pred"):
+            if key not in data.files:
+                continue
+            try:
+                arrays[key] = data[key]
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                if key == "boxes" and "allow_pickle" in str(exc):  # an object array: the 2025 layout
+                    arrays[key] = _read_pickled_boxes(path)
+                elif "allow_pickle" in str(exc):
+                    raise CaseError(f"{key} is a pickled object array; expected numbers") from exc
+                else:
+                    raise CaseError(f"cannot read as .npz (truncated or corrupt member): {exc}") from exc
+        return arrays, list(data.files)
+
+
+def _read_pickled_boxes(path: Path) -> np.ndarray:
+    try:
+        return read_object_array(path, "boxes")
+    except UnsafePickle as exc:
+        raise CaseError(f"boxes is a pickle that was refused: {exc}") from exc
+    except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CaseError(f"cannot read boxes: {exc}") from exc
 
 
 def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
@@ -121,15 +151,44 @@ def _check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -
     return clipped, warnings
 
 
+def _boxes_2025(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return boxes_from_dicts(raw)
+    except ValueError as exc:
+        raise CaseError(f"boxes (2025 layout): {exc}") from exc
+
+
+def _fallback(arrays: dict[str, np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    """prev_pred when a case has no boxes and prev_pred fits the image, else None; and what is written."""
+    previous = arrays.get("prev_pred")
+    if previous is not None and previous.shape == shape and np.issubdtype(previous.dtype, np.integer) \
+            and previous.size and 0 <= previous.min() and previous.max() <= 255:
+        return previous.astype(np.uint8), "writing prev_pred (the previous prediction) unchanged"
+    return None, "writing an all-zero segmentation"
+
+
 def load_case(path: str | Path) -> Case:
     """Read and check ``path``; raise CaseError with a message naming the problem."""
     path = Path(path)
     is_3d = is_3d_name(path.name)
-    arrays = _read_arrays(path)
+    arrays, names = _read_arrays(path, is_3d)
     image, warnings = _check_image(arrays["imgs"], is_3d)
-    boxes, box_warnings = _check_boxes(arrays["boxes"], image.shape, is_3d)
+    raw = arrays.get("boxes", np.zeros((0, 6), np.int64))
+    z_middle = None
+    if raw.dtype.hasobject:
+        if not is_3d:
+            raise CaseError("boxes holds objects; a 2D case needs an (N, 4) integer array")
+        raw, z_middle = _boxes_2025(raw)
+    boxes, box_warnings = _check_boxes(raw, image.shape, is_3d)
+    if z_middle is not None:
+        z_middle = np.clip(z_middle, boxes[:, 2], boxes[:, 5])  # the box itself was clipped to the volume
+    fallback = None
     if len(boxes) == 0:
-        warnings.append("no boxes: writing an all-zero segmentation")
+        fallback, written = _fallback(arrays, image.shape)
+        warnings.append(f"no boxes: {written}" if "boxes" in names else f"no boxes array (2025 layout): {written}")
     if len(boxes) > 255:
         warnings.append(f"{len(boxes)} boxes: segs is written as uint16 so that labels do not wrap")
-    return Case(path.name, is_3d, image, boxes, warnings + box_warnings)
+    notes = []
+    if "clicks" in names:
+        notes.append("clicks (2025 layout) are ignored: LiteMedSAM is prompted by boxes only")
+    return Case(path.name, is_3d, image, boxes, warnings + box_warnings, z_middle, fallback, notes)

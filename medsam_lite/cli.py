@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError, resolve_checkpoint
-from .engines.manifest import EngineUnavailable, ExportError
+from .engines.manifest import ExportError
 from .optional import MissingDependency, require_torch
 from .timing import process_age
 
@@ -30,14 +30,14 @@ def _fail(message: str) -> None:
 
 
 def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
-                 threads: int | None = None, device: str = "cpu", background: bool = False):
+                 threads: int | None = None, device: str = "cpu"):
     """The engine that ``predict`` runs (``create_engine``), its notes said on stderr; exit 2 if none loads."""
     from .engines import create_engine
     from .export import default_export_dir
 
     try:
         choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
-                               threads=threads, device=device, background=background)
+                               threads=threads, device=device)
     except (CheckpointError, ExportError, MissingDependency, ValueError) as exc:
         _fail(str(exc))
     for note in choice.notes:
@@ -173,35 +173,32 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         return
 
     start = time.perf_counter()
-    if model_map is None:  # OpenVINO compiles on threads while the first case is read and pre-processed
-        choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device, background=True)
+    if model_map is None:
+        choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
         runner_engine = choice.engine
-        _say(f"{choice.description} chosen", quiet)
+        _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
     else:
         runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet)
 
-    from tqdm import tqdm  # imported while the models compile
+    from tqdm import tqdm
 
     from .runner import run_folder, write_timing_csv
 
     startup = process_age()
     startup = startup if startup is not None else time.perf_counter() - CLI_IMPORTED
-    results = []
+    results, said = [], set()
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
-    try:
-        for result in run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule):
-            if startup and result.status != "skipped":  # the process's start-up counts on the first case it ran
-                result.stages["startup"] = result.stages.get("startup", 0.0) + startup
-                startup = 0.0
-            results.append(result)
-            _report(result, quiet, with_model=model_map is not None)
-    except EngineUnavailable as exc:
-        bar.close()
-        _fail(str(exc))
+    for result in run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule):
+        if startup and result.status != "skipped":  # the process's start-up counts on the first case it ran
+            result.stages["startup"] = result.stages.get("startup", 0.0) + startup
+            startup = 0.0
+        results.append(result)
+        _report(result, quiet, with_model=model_map is not None)
+        for note in result.notes:
+            if note not in said:
+                said.add(note)
+                _say(f"note: {note}", quiet)
     bar.close()
-    close = getattr(runner_engine, "close", None)
-    if close is not None:  # compile threads done: nothing is left half-written when the process ends
-        close()
 
     if timing_csv is not None:
         write_timing_csv(timing_csv, results)

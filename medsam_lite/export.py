@@ -86,10 +86,12 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     """Export ``checkpoint`` to OpenVINO IR (fp32) in ``out_dir``, verify it against torch, warm the cache."""
     import warnings
 
-    import openvino as ov
     import torch
 
     from .engines.openvino_engine import compile_config
+    from .engines.openvino_import import import_openvino
+
+    ov = import_openvino()
 
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_export_dir()
@@ -180,10 +182,11 @@ def calibration_inputs(folder: str | os.PathLike[str], limit: int = 64) -> list[
 
 def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | os.PathLike[str], samples: int = 64) -> int:
     """Add an int8 image encoder (NNCF post-training quantisation) to an existing export; returns samples used."""
-    import nncf
-    import openvino as ov
-
     from .engines.manifest import read_manifest
+    from .engines.openvino_import import import_openvino
+
+    ov = import_openvino()
+    import nncf
 
     out = Path(out_dir)
     manifest = read_manifest(out)

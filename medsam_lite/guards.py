@@ -189,7 +189,10 @@ def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = 
     budget = budget or MemoryBudget.now()
     if budget.bytes is None:
         return
-    needed = case_peak_bytes(path, cache_bytes)
+    try:
+        needed = case_peak_bytes(path, cache_bytes)
+    except CaseError:
+        return  # not a readable .npz: load_case says what it is
     if needed > budget.bytes:
         shape = read_npz_headers(path, ("imgs",))["imgs"].shape
         raise CaseError(

@@ -11,7 +11,6 @@ from typing import Iterable, Iterator
 
 from .cases import CaseError, load_case
 from .engines.base import Engine
-from .engines.manifest import EngineUnavailable
 from .guards import check_case_fits
 from .model_map import ModelRouter
 from .outputs import write_segs, write_with
@@ -34,6 +33,7 @@ class CaseResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     model: str = ""
+    notes: list[str] = field(default_factory=list)  # said once per run by the caller
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.timing.STAGES)
 
 
@@ -44,7 +44,11 @@ def _segment(engine: Engine, case, schedule: str):
         run_2d, run_3d = segment_2d_official, segment_3d_official
     else:
         run_2d, run_3d = segment_2d, segment_3d
+    if len(case.boxes) == 0 and case.fallback is not None:
+        return case.fallback
     if case.is_3d:
+        if case.z_middle is not None:
+            return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype, z_middle=case.z_middle)
         return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype)
     return run_2d(engine, case.image, case.boxes, dtype=case.label_dtype)
 
@@ -101,8 +105,6 @@ def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None
                 save_overlay(writing, case.image, segs, case.boxes)
                 writing = output
             write_segs(output, segs)
-    except EngineUnavailable:
-        raise  # no case can run: the caller stops
     except CaseError as exc:
         return CaseResult(path.name, "failed", message=str(exc))
     except MemoryError:
@@ -111,7 +113,7 @@ def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None
         return CaseResult(path.name, "failed", message=_write_error(exc, writing))
     except Exception as exc:  # one broken case must not stop the others
         return CaseResult(path.name, "failed", message=f"unexpected {type(exc).__name__}: {exc}")
-    return CaseResult(path.name, "ok", boxes=len(case.boxes), warnings=case.warnings)
+    return CaseResult(path.name, "ok", boxes=len(case.boxes), warnings=case.warnings, notes=case.notes)
 
 
 def run_folder(

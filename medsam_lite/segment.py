@@ -47,10 +47,12 @@ class BoxTrack:
     prompt_down: np.ndarray | None = None  # box at 256 for slice z_middle - 1
 
     @classmethod
-    def from_box(cls, label: int, box: np.ndarray, depth: int) -> "BoxTrack":
+    def from_box(cls, label: int, box: np.ndarray, depth: int, z_middle: int | None = None) -> "BoxTrack":
+        """``z_middle``: where to start (2025 layout); default the official ``int((z_max - z_min) / 2 + z_min)``."""
         x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
-        z_middle = int((z1 - z0) / 2 + z0)
-        return cls(label, np.array([x0, y0, x1, y1], dtype=np.int64), max(z0, 0), z_middle, min(z1, depth - 1))
+        if z_middle is None:
+            z_middle = int((z1 - z0) / 2 + z0)
+        return cls(label, np.array([x0, y0, x1, y1], dtype=np.int64), max(z0, 0), int(z_middle), min(z1, depth - 1))
 
 
 class EmbeddingCache:
@@ -105,9 +107,12 @@ def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -
 
 
 def segment_3d(
-    engine: Engine, volume: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8, cache_bytes: int = DEFAULT_CACHE_BYTES
+    engine: Engine, volume: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8, cache_bytes: int = DEFAULT_CACHE_BYTES,
+    z_middle: np.ndarray | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) labels, each slice encoded once.
+
+    ``z_middle`` (N,): the slice each box starts on (the 2025 layout's ``z_mid``); default its middle slice.
 
     Per box (as the official script): start on ``z_middle`` with the box itself, go up to z_max and down
     to z_min; every other slice is prompted by the box of the previous slice's mask of that box alone
@@ -119,7 +124,8 @@ def segment_3d(
     original = (height, width)
     resized = resized_size(height, width)
     segs = np.zeros(volume.shape, dtype=dtype)
-    tracks = [BoxTrack.from_box(i + 1, box, depth) for i, box in enumerate(boxes)]
+    starts = [None] * len(boxes) if z_middle is None else [int(z) for z in z_middle]
+    tracks = [BoxTrack.from_box(i + 1, box, depth, start) for i, (box, start) in enumerate(zip(boxes, starts))]
     tracks = [t for t in tracks if t.z_first <= t.z_middle <= t.z_last]
     if not tracks:
         return segs

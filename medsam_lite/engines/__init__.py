@@ -9,7 +9,7 @@ from pathlib import Path
 from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256, resolve_checkpoint
 from ..optional import MissingDependency, require_torch
 from .base import Engine
-from .manifest import EngineUnavailable, ExportError, check_matches, read_manifest
+from .manifest import ExportError, check_matches, read_manifest
 
 ENGINES = ("auto", "openvino", "torch")
 
@@ -40,14 +40,12 @@ def create_engine(
     threads: int | None = None,
     device: str = "cpu",
     default_checkpoint: bool = True,
-    background: bool = False,
 ) -> EngineChoice:
     """Load an engine. ``auto``: OpenVINO when ``export_dir`` holds an export, else torch.
 
     An export is used only if it was made from the checkpoint in use (sha256); when no checkpoint file is
     there (a runtime image may ship only the export), the export is used as it is and that is said.
     ``default_checkpoint=False``: only ``checkpoint`` itself counts, not $MEDSAM_LITE_CHECKPOINT or the default.
-    ``background=True``: OpenVINO compiles on threads while the caller goes on (see ``OpenVINOEngine``).
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
@@ -68,7 +66,7 @@ def create_engine(
             notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
         from .openvino_engine import OpenVINOEngine
 
-        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads, background=background)
+        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads)
         return EngineChoice(engine, f"openvino {precision} engine ({export_dir})", notes)
     if precision != "f32":
         raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")
@@ -85,4 +83,4 @@ def create_engine(
     return EngineChoice(engine, f"torch engine ({path})", [f"checkpoint {path}: {n}" for n in engine.notes])
 
 
-__all__ = ["ENGINES", "Engine", "EngineChoice", "EngineUnavailable", "ExportError", "CheckpointError", "MissingDependency", "create_engine"]
+__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "MissingDependency", "create_engine"]

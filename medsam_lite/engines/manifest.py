@@ -23,10 +23,6 @@ class ExportError(Exception):
     """An export folder that is missing, incomplete or made from another checkpoint."""
 
 
-class EngineUnavailable(ExportError):
-    """The models of an export could not be compiled: no case can run, so a folder run stops."""
-
-
 @dataclass
 class Manifest:
     checkpoint: str

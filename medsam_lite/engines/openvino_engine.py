@@ -1,16 +1,13 @@
 """The OpenVINO engine: the exported IR run with numpy + OpenCV + OpenVINO only (no torch, no matplotlib).
 
-With ``background=True`` the models are compiled on two threads (the encoder; the two decoder graphs) while
-the caller goes on reading and pre-processing its first case; ``encode`` and ``masks`` wait for what they
-need, and that wait counts as the ``startup`` stage. Importing openvino happens on those threads too.
-Measured on 2 cores: compiling the decoders after the encoder instead overlaps the first encoder pass and
-slows it by more than it saves.
+The models are compiled when the engine is made. Compiling them on threads while the first case is read was
+tried and measured (2-core AMD EPYC, 8 interleaved fresh-process runs each): no gain (1024x1024 X-ray median
+1.27 s threaded vs 1.23 s; empty case 0.57 vs 0.58 s), as reading a case takes 20-40 ms against about 0.25 s
+of import and compilation, and both compete for the GIL and the two cores.
 """
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +15,10 @@ import numpy as np
 
 from ..postprocess import masks_from_logits
 from ..timing import stage
-from .manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, EngineUnavailable, ExportError, read_manifest
+from .manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
+from .openvino_import import import_openvino
+
+ov = import_openvino()
 
 PRECISIONS = ("f32", "bf16", "int8")
 # Boxes per decoder inference. Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box
@@ -55,8 +55,7 @@ class OpenVINOEngine:
 
     name = "openvino"
 
-    def __init__(self, export_dir: str | os.PathLike[str], precision: str = "f32", threads: int | None = None,
-                 background: bool = False) -> None:
+    def __init__(self, export_dir: str | os.PathLike[str], precision: str = "f32", threads: int | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.export_dir = Path(export_dir)
@@ -67,89 +66,48 @@ class OpenVINOEngine:
             raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run `medsam-lite export --int8`")
         self.manifest = manifest
         self.precision = precision
-        self.threads = threads
         self.notes: list[str] = []
-        self.encoder_passes = 0
+        core = ov.Core()
+        cache = model_cache_dir(self.export_dir)
+        if cache is not None:
+            core.set_property({"CACHE_DIR": str(cache)})
+        config = compile_config(precision, threads)
         encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
-        self._parts = {"encoder": (encoder_file,), "decoders": (MODEL_FILES["decoder_image"], MODEL_FILES["decoder"])}
-        self._compiled: dict[str, Future] = {key: Future() for key in self._parts}
-        self._requests: dict[str, list] = {}
-        self._threads: list[threading.Thread] = []
-        for key in self._parts:
-            if background:
-                self._threads.append(threading.Thread(target=self._compile, args=(key,), name=f"compile-{key}"))
-                self._threads[-1].start()
-            else:
-                self._compile(key)
-        if not background:
-            self.wait_ready()
-
-    def _compile(self, key: str) -> None:
-        """Compile the models of ``key`` into its future: the models, or the error."""
-        future = self._compiled[key]
         try:
-            import openvino as ov
-
-            core = ov.Core()
-            cache = model_cache_dir(self.export_dir)
-            if cache is not None:
-                core.set_property({"CACHE_DIR": str(cache)})
-            config = compile_config(self.precision, self.threads)
-            future.set_result([core.compile_model(self.export_dir / f, "CPU", config) for f in self._parts[key]])
-        except BaseException as exc:  # raised again where the models are needed
-            future.set_exception(exc)
-
-    def _ready(self, key: str) -> list:
-        """The infer requests of ``key``, waiting (as start-up) for its compilation if needed."""
-        if key not in self._requests:
-            future = self._compiled[key]
-            if not future.done():
-                with stage("startup"):
-                    future.exception()
-            try:
-                self._requests[key] = [model.create_infer_request() for model in future.result()]
-            except Exception as exc:
-                reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
-                raise EngineUnavailable(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
-                                        f"re-run `medsam-lite export`") from exc
-        return self._requests[key]
-
-    def wait_ready(self) -> None:
-        """Wait until every model is compiled; raise EngineUnavailable if one could not be."""
-        for key in self._parts:
-            self._ready(key)
-
-    def close(self) -> None:
-        """Wait for the compile threads (a process may then end at once without leaving a half-written cache)."""
-        for thread in self._threads:
-            thread.join()
+            self.encoder = core.compile_model(self.export_dir / encoder_file, "CPU", config)
+            self.decoder_image = core.compile_model(self.export_dir / MODEL_FILES["decoder_image"], "CPU", config)
+            self.decoder = core.compile_model(self.export_dir / MODEL_FILES["decoder"], "CPU", config)
+        except RuntimeError as exc:
+            reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
+            raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
+                              f"re-run `medsam-lite export`") from exc
+        self._encode_request = self.encoder.create_infer_request()
+        self._prepare_request = self.decoder_image.create_infer_request()
+        self._decode_request = self.decoder.create_infer_request()
+        self.encoder_passes = 0
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 embedding (a copy: the request reuses memory)."""
-        (request,) = self._ready("encoder")
         self.encoder_passes += 1
         with stage("encoder"):
-            return request.infer([image])[0].copy()
+            return self._encode_request.infer([image])[0].copy()
 
     def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
         """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits, decoded DECODE_CHUNK boxes at a time.
 
         The box-independent part of the decoder runs once; its outputs stay bound to the decoder's request."""
-        import openvino as ov  # loaded by the compile threads; here a dictionary look-up
-
         boxes = np.ascontiguousarray(boxes_256, dtype=np.float32)
         if len(boxes) == 0:
             return np.zeros((0, 256, 256), np.float32)
-        prepare_request, decode_request = self._ready("decoders")
-        prepared = prepare_request.infer([embedding])
+        prepared = self._prepare_request.infer([embedding])
         for i in range(len(DECODER_IMAGE_OUTPUTS)):
-            decode_request.set_input_tensor(i, ov.Tensor(np.ascontiguousarray(prepared[i])))
+            self._decode_request.set_input_tensor(i, ov.Tensor(np.ascontiguousarray(prepared[i])))
         box_input = len(DECODER_IMAGE_OUTPUTS)
         parts = []
         for i in range(0, len(boxes), DECODE_CHUNK):
-            decode_request.set_input_tensor(box_input, ov.Tensor(boxes[i : i + DECODE_CHUNK]))
-            decode_request.infer()
-            parts.append(decode_request.get_output_tensor(0).data[:, 0].copy())
+            self._decode_request.set_input_tensor(box_input, ov.Tensor(boxes[i : i + DECODE_CHUNK]))
+            self._decode_request.infer()
+            parts.append(self._decode_request.get_output_tensor(0).data[:, 0].copy())
         return np.concatenate(parts)
 
     def masks(
