@@ -15,6 +15,7 @@ Usage: python benchmarks/bench_stages.py --export-dir DIR [--shared ../shared] [
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -24,10 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import mode_args, run_once  # noqa: E402
+from medsam_lite.engines.openvino_import import import_openvino
 
-from medsam_lite.engines.openvino_import import import_openvino  # noqa: E402
+
+def _bench_predict():
+    """benchmarks/bench_predict.py, the sibling script whose fresh-process runner this one shares."""
+    spec = importlib.util.spec_from_file_location("bench_predict", Path(__file__).with_name("bench_predict.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BENCH_PREDICT = _bench_predict()
+run_once, mode_args = _BENCH_PREDICT.run_once, _BENCH_PREDICT.mode_args
 
 STAGES = ("startup", "load", "preprocess", "encoder", "decoder", "postprocess", "write")
 

@@ -2,8 +2,8 @@
 
 The models are compiled when the engine is made. Compiling them on threads while the first case is read was
 tried and measured (2-core AMD EPYC, 8 interleaved fresh-process runs each): no gain (1024x1024 X-ray median
-1.27 s threaded vs 1.23 s; empty case 0.57 vs 0.58 s), as reading a case takes 20-40 ms against about 0.25 s
-of import and compilation, and both compete for the GIL and the two cores.
+1.169 s threaded vs 1.156 s; empty case 0.460 vs 0.461 s), as reading a case takes 20-40 ms against about
+0.25 s of import and compilation, and both compete for the GIL and the two cores.
 """
 from __future__ import annotations
 
