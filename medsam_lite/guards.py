@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .cases import CaseError, is_3d_name
+from .npy_header import read_npy_header
 
 MIB = 1 << 20
 # What a case needs besides its arrays: the per-slice work (model input, logits, upsampled masks) and the
@@ -70,23 +71,17 @@ def read_npz_headers(path: str | os.PathLike[str], names: tuple[str, ...] = ("im
                 if f"{name}.npy" not in members:
                     continue
                 with archive.open(f"{name}.npy") as handle:
-                    version = np.lib.format.read_magic(handle)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-                    else:
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-                headers[name] = ArrayHeader(tuple(int(n) for n in shape), np.dtype(dtype))
+                    headers[name] = ArrayHeader(*read_npy_header(handle))
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
     return headers
 
 
-def case_peak_bytes(path: str | os.PathLike[str], cache_bytes: int) -> int:
-    """Estimated peak memory (bytes) of segmenting the case at ``path``: the image as stored and as uint8,
-    the label map, the 3D embedding cache (bounded by ``cache_bytes``) and a fixed margin."""
+def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int) -> int:
+    """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
+    as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``) and a margin."""
     from .segment import EMBEDDING_BYTES
 
-    headers = read_npz_headers(path)
     image = headers.get("imgs")
     if image is None or len(image.shape) < 2:
         return 0  # load_case names what is wrong
@@ -94,7 +89,7 @@ def case_peak_bytes(path: str | os.PathLike[str], cache_bytes: int) -> int:
     boxes = headers.get("boxes")
     label_bytes = 2 if boxes is not None and len(boxes.shape) >= 1 and boxes.shape[0] > 255 else 1
     as_uint8 = 0 if image.dtype == np.uint8 else pixels
-    if is_3d_name(Path(path).name) and len(image.shape) == 3:
+    if is_3d_name(name) and len(image.shape) == 3:
         depth, height, width = image.shape
         labels = depth * height * width * label_bytes
         cache = min(cache_bytes, depth * EMBEDDING_BYTES)
@@ -190,12 +185,12 @@ def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = 
     if budget.bytes is None:
         return
     try:
-        needed = case_peak_bytes(path, cache_bytes)
+        headers = read_npz_headers(path)
     except CaseError:
         return  # not a readable .npz: load_case says what it is
+    needed = case_peak_bytes(Path(path).name, headers, cache_bytes)
     if needed > budget.bytes:
-        shape = read_npz_headers(path, ("imgs",))["imgs"].shape
         raise CaseError(
-            f"needs about {needed / MIB:,.0f} MiB (imgs {tuple(shape)}) but this process may use only "
+            f"needs about {needed / MIB:,.0f} MiB (imgs {headers['imgs'].shape}) but this process may use only "
             f"{budget.bytes / MIB:,.0f} MiB more ({budget.source}); not loaded"
         )

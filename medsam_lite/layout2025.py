@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .npy_header import read_npy_header
+
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
 # The globals a pickled numpy object array of plain Python values refers to; nothing else is admitted.
 _ALLOWED_GLOBALS = {
@@ -64,9 +66,7 @@ def read_object_array(path: str | Path, name: str) -> np.ndarray:
 
     Raises UnsafePickle (a ValueError) for anything else, and ValueError for a malformed member."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        _, _, dtype = read_header(handle)
+        _, dtype = read_npy_header(handle)
         if not dtype.hasobject:
             raise ValueError(f"{name} is not an object array")
         try:
