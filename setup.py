@@ -18,7 +18,7 @@ setup(
     description="Exact, fast CPU inference and evaluation for LiteMedSAM (CVPR 'MedSAM on Laptop' format)",
     packages=find_packages(include=["medsam_lite", "medsam_lite.*", "evaluation", "evaluation.*"]),
     python_requires=">=3.10",
-    install_requires=requirements("runtime", "evaluate"),
+    install_requires=requirements("runtime", "evaluate", "io"),
     extras_require={
         # torch: the torch engine and `medsam-lite export` (the OpenVINO engine runs without it)
         "torch": requirements("torch"),

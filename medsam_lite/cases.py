@@ -104,7 +104,9 @@ def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
     return imgs.astype(np.uint8), [f"imgs converted from {imgs.dtype} to uint8 (values 0..255, lossless)"]
 
 
-def _check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -> tuple[np.ndarray, list[str]]:
+def check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -> tuple[np.ndarray, list[str]]:
+    """(N, 4|6) boxes against the image: int64, clipped to it (with a warning); CaseError for a box that is
+    inverted, empty, or lies wholly outside."""
     width = 6 if is_3d else 4
     if boxes.size == 0:
         return np.zeros((0, width), dtype=np.int64), []
@@ -179,7 +181,7 @@ def load_case(path: str | Path) -> Case:
         if not is_3d:
             raise CaseError("boxes holds objects; a 2D case needs an (N, 4) integer array")
         raw, z_middle = _boxes_2025(raw)
-    boxes, box_warnings = _check_boxes(raw, image.shape, is_3d)
+    boxes, box_warnings = check_boxes(raw, image.shape, is_3d)
     if z_middle is not None:
         z_middle = np.clip(z_middle, boxes[:, 2], boxes[:, 5])  # the box itself was clipped to the volume
     fallback = None

@@ -223,6 +223,197 @@ def _report(result, quiet: bool, with_model: bool) -> None:
              f"{result.seconds:.2f} s" + (f", model {result.model}" if with_model else ""), quiet)
 
 
+def _window(preset: str | None, level: float | None, width: float | None) -> tuple[float, float] | None:
+    """(level, width) from a preset and/or explicit numbers (numbers win); None: the default window."""
+    from .io.intensity import WINDOWS
+
+    base = WINDOWS[preset] if preset else None
+    if base is None and level is None and width is None:
+        return None
+    base = base or WINDOWS["abdomen"]
+    return (base[0] if level is None else level, base[1] if width is None else width)
+
+
+def intensity_options(command):
+    """--modality, --window, --window-level, --window-width, --series: how an image becomes uint8."""
+    for option in reversed([
+        click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
+                     help="Intensity rule of the official preprocessing. CT: window, then min-max; MR/other: 0.5-99.5 "
+                          "percentiles of the non-zero voxels; raw: values already 0..255. [default: from the "
+                          "metadata (DICOM Modality); pictures (PNG, JPEG, ...): as pre_grey_rgb.py]"),
+        click.option("--window", type=click.Choice(["abdomen", "lung", "brain", "bone"]), default=None,
+                     help="CT window preset (level/width HU): abdomen 40/400 (default), lung -600/1500, brain 40/80, "
+                          "bone 400/1800."),
+        click.option("--window-level", type=float, default=None, help="CT window level in HU (overrides --window)."),
+        click.option("--window-width", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="CT window width in HU (overrides --window)."),
+        click.option("--series", default=None, metavar="UID", help="The DICOM series to read where a folder holds several."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse (exit 2) an output folder that is the folder of an input file, or is or lies inside an input folder
+    (symbolic links followed)."""
+    for what, target in outputs.items():
+        if target is None:
+            continue
+        resolved = target.resolve()
+        for path in inputs:
+            folder = path.resolve() if path.is_dir() else path.resolve().parent
+            if resolved == folder or (path.is_dir() and folder in resolved.parents):
+                _fail(f"the {what} {target} is inside the input folder {folder}: inputs could be overwritten; "
+                      f"choose another folder")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <case>.nii.gz (the input's geometry) or <case>.png (2D pictures) and <case>.json.")
+@click.option("--boxes", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Box prompts: a JSON file (a list of boxes, or {\"boxes\": [...], \"labels\": [...]}; 2D "
+                   "[x_min, y_min, x_max, y_max], 3D [x_min, y_min, z_min, x_max, y_max, z_max] or 2025 dicts; "
+                   "array indices), or a folder of <case>.json.")
+@click.option("--boxes-from", type=click.Path(exists=True, path_type=Path), default=None, metavar="LABELS",
+              help="A label map (or a folder of them named after the cases): the tight box of each label; the "
+                   "label values are kept in the output.")
+@click.option("--box-margin", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pixels added around the boxes of --boxes-from (x and y).")
+@intensity_options
+@CHECKPOINT_OPTION
+@ENGINE_OPTION
+@EXPORT_DIR_OPTION
+@PRECISION_OPTION
+@click.option("--device", default="cpu", show_default=True, help="Torch device for --engine torch.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference.")
+@click.option("--overwrite", is_flag=True, help="Redo images whose output exists (default: skip them).")
+@click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a PNG overlay per image into this folder.")
+@click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Per image: seconds, boxes, slices encoded and the seconds per stage.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxes_from: Path | None, box_margin: int,
+            modality: str | None, window: str | None, window_level: float | None, window_width: float | None,
+            series: str | None, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
+            device: str, threads: int | None, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
+            quiet: bool) -> None:
+    """Segment your own images (NIfTI, NRRD, MHA/MHD, DICOM series folder or .zip, PNG/JPEG/BMP/TIFF; or folders
+    of them) with box prompts, with the engines and exactness of `predict`."""
+    from .image_case import ImageOptions
+    from .io.read import find_images
+    from .outputs import check_writable_dir
+
+    if boxes is not None and boxes_from is not None:
+        _fail("give --boxes or --boxes-from, not both")
+    if boxes is None and boxes_from is None:
+        _fail("no box prompts: give --boxes FILE.json (or a folder of <case>.json) or --boxes-from LABELS")
+    paths, skipped = find_images(list(images))
+    _check_outputs_apart(list(images), {"output folder": output_dir, "overlay folder": overlay_dir})
+    for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
+        if folder is not None:
+            try:
+                check_writable_dir(folder)
+            except OSError as exc:
+                _fail(f"the {what} folder {folder} is not writable: {exc}")
+    if skipped:
+        _say(f"ignoring {len(skipped)} entr(ies) that are not images: {', '.join(p.name for p in skipped[:5])}", quiet)
+    if not paths:
+        _say("no images found in " + ", ".join(map(str, images)))
+        return
+    options = ImageOptions(modality, _window(window, window_level, window_width), boxes, boxes_from, box_margin, series)
+    start = time.perf_counter()
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
+    _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
+
+    from tqdm import tqdm
+
+    from .image_runner import run_images
+    from .runner import write_timing_csv
+
+    results, said = [], set()
+    bar = tqdm(paths, desc="images", unit="image", file=sys.stderr, disable=quiet or None)
+    for result in run_images(choice.engine, bar, output_dir, options, overwrite, overlay_dir):
+        results.append(result)
+        _report(result, quiet, with_model=False)
+        for note in result.notes:
+            if note not in said:
+                said.add(note)
+                _say(f"note: {note}", quiet)
+    bar.close()
+    if timing_csv is not None:
+        write_timing_csv(timing_csv, results)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    click.echo(f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
+               f"of {len(results)} image(s) in {time.perf_counter() - start:.1f} s -> {output_dir}", err=True)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@main.group()
+def convert() -> None:
+    """Convert between your images and the challenge's .npz layout."""
+
+
+@convert.command("to-npz")
+@click.argument("image", type=click.Path(exists=True, path_type=Path))
+@click.option("--labels", "labels_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Label map of the image: written as gts, with boxes from its labels.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="The .npz to write, or a folder (name: 3DBox_<Modality>_<case>.npz / 2DBox_...).")
+@click.option("--label-slices-only", is_flag=True, help="Keep only the slices that hold a label (as pre_CT_MR.py).")
+@intensity_options
+def convert_to_npz(image: Path, labels_path: Path | None, out: Path, label_slices_only: bool, modality: str | None,
+                   window: str | None, window_level: float | None, window_width: float | None,
+                   series: str | None) -> None:
+    """IMAGE (+ label map) -> the challenge .npz (imgs, gts, spacing (x, y, z), boxes), as the official
+    preprocessing writes it."""
+    from .cases import CaseError
+    from .convert import to_npz
+    from .image_case import ImageOptions
+    from .io.image import ImageError
+
+    options = ImageOptions(modality, _window(window, window_level, window_width), series=series)
+    try:
+        done = to_npz(image, out, options, labels_path, label_slices_only)
+    except (ImageError, CaseError, MissingDependency) as exc:
+        click.echo(f"ERROR {image.name}: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"ERROR {image.name}: cannot write {out}: {exc}", err=True)
+        sys.exit(1)
+    for note in done.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{done.path}: imgs {done.shape}, {done.boxes} box(es)", err=True)
+
+
+@convert.command("to-nifti")
+@click.argument("segs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The .nii.gz (or .nrrd, .mha) to write.")
+@click.option("--like", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The original image: its origin, spacing and direction are copied.")
+@click.option("--case", "case_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Without --like: the challenge case .npz whose spacing to use.")
+def convert_to_nifti(segs: Path, out: Path, like: Path | None, case_path: Path | None) -> None:
+    """A challenge segmentation (segs .npz) -> NIfTI with the original image's geometry."""
+    from .cases import CaseError
+    from .convert import to_nifti
+    from .io.image import ImageError
+
+    try:
+        done = to_nifti(segs, out, like, case_path)
+    except (ImageError, CaseError, MissingDependency) as exc:
+        click.echo(f"ERROR {segs.name}: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"ERROR {segs.name}: cannot write {out}: {exc}", err=True)
+        sys.exit(1)
+    for note in done.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{done.path}: segs {done.shape}", err=True)
+
+
 @main.command()
 @CHECKPOINT_OPTION
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -37,7 +37,8 @@ class CaseResult:
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.timing.STAGES)
 
 
-def _segment(engine: Engine, case, schedule: str):
+def segment_case(engine: Engine, case, schedule: str = "fast"):
+    """The label map of a checked Case (labels 1..N in box order), by the fast or the official schedule."""
     if schedule == "official":
         from .official_schedule import segment_2d_official, segment_3d_official
 
@@ -53,7 +54,7 @@ def _segment(engine: Engine, case, schedule: str):
     return run_2d(engine, case.image, case.boxes, dtype=case.label_dtype)
 
 
-def _write_error(exc: OSError, output: Path) -> str:
+def write_error_message(exc: OSError, output: Path) -> str:
     """What a user can act on when writing ``output`` failed (the temporary file is already removed)."""
     if exc.errno == errno.ENOSPC:
         return f"cannot write {output}: no space left on device (nothing of this case was kept; free space and re-run)"
@@ -94,7 +95,7 @@ def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None
         with stage("load"):
             check_case_fits(path, DEFAULT_CACHE_BYTES)
             case = load_case(path)
-        segs = _segment(engine, case, schedule)
+        segs = segment_case(engine, case, schedule)
         with stage("write"):
             if overlay_dir is not None:
                 if schedule == "official":
@@ -110,7 +111,7 @@ def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None
     except MemoryError:
         return CaseResult(path.name, "failed", message="out of memory")
     except OSError as exc:
-        return CaseResult(path.name, "failed", message=_write_error(exc, writing))
+        return CaseResult(path.name, "failed", message=write_error_message(exc, writing))
     except Exception as exc:  # one broken case must not stop the others
         return CaseResult(path.name, "failed", message=f"unexpected {type(exc).__name__}: {exc}")
     return CaseResult(path.name, "ok", boxes=len(case.boxes), warnings=case.warnings, notes=case.notes)
