@@ -182,30 +182,39 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
 
     from tqdm import tqdm
 
-    from .runner import run_folder, write_timing_csv
+    from .runner import run_folder
+
+    bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
+    _run_and_report(run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule), bar, "case",
+                    start, output_dir, timing_csv, quiet, with_model=model_map is not None)
+
+
+def _run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
+                    quiet: bool, with_model: bool = False) -> None:
+    """Report each result as it comes (the process's start-up counted on the first case it ran), write the
+    timing CSV, print the summary; exit 1 when any case failed."""
+    from .runner import write_timing_csv
 
     startup = process_age()
     startup = startup if startup is not None else time.perf_counter() - CLI_IMPORTED
     results, said = [], set()
-    bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
-    for result in run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule):
-        if startup and result.status != "skipped":  # the process's start-up counts on the first case it ran
+    for result in results_iter:
+        if startup and result.status != "skipped":
             result.stages["startup"] = result.stages.get("startup", 0.0) + startup
             startup = 0.0
         results.append(result)
-        _report(result, quiet, with_model=model_map is not None)
+        _report(result, quiet, with_model)
         for note in result.notes:
             if note not in said:
                 said.add(note)
                 _say(f"note: {note}", quiet)
     bar.close()
-
     if timing_csv is not None:
         write_timing_csv(timing_csv, results)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     click.echo(
         f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
-        f"of {len(results)} case(s) in {time.perf_counter() - start:.1f} s -> {output_dir}",
+        f"of {len(results)} {unit}(s) in {time.perf_counter() - start:.1f} s -> {output_dir}",
         err=True,
     )
     if counts["failed"]:
@@ -329,25 +338,10 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
     from tqdm import tqdm
 
     from .image_runner import run_images
-    from .runner import write_timing_csv
 
-    results, said = [], set()
     bar = tqdm(paths, desc="images", unit="image", file=sys.stderr, disable=quiet or None)
-    for result in run_images(choice.engine, bar, output_dir, options, overwrite, overlay_dir):
-        results.append(result)
-        _report(result, quiet, with_model=False)
-        for note in result.notes:
-            if note not in said:
-                said.add(note)
-                _say(f"note: {note}", quiet)
-    bar.close()
-    if timing_csv is not None:
-        write_timing_csv(timing_csv, results)
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    click.echo(f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
-               f"of {len(results)} image(s) in {time.perf_counter() - start:.1f} s -> {output_dir}", err=True)
-    if counts["failed"]:
-        sys.exit(1)
+    _run_and_report(run_images(choice.engine, bar, output_dir, options, overwrite, overlay_dir), bar, "image",
+                    start, output_dir, timing_csv, quiet)
 
 
 @main.group()
