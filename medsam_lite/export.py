@@ -6,6 +6,8 @@ Needs torch (to trace the model) and OpenVINO; the IR it writes is then run with
 - ``decoder_image.xml/.bin``: embedding (1, 256, 64, 64) -> what the mask decoder computes of it whatever the
   boxes (image tokens and the first layer's projections of them, ``DECODER_IMAGE_OUTPUTS``), once per image;
 - ``mask_decoder.xml/.bin``: those and boxes (N, 4) at 256 -> logits (N, 1, 256, 256);
+- ``prompt_decoder.xml/.bin``: those and K points (1, K, 2) at 256 with SAM labels (1, K) (1/0 foreground/
+  background, 2/3 box corners, -1 padding) -> logits of the four mask tokens (1, 4, 256, 256), IoU (1, 4);
 - ``manifest.json``: the checkpoint's sha256 and what was exported, written last (a folder without it, or
   whose sha256 differs from the checkpoint's, is not used);
 - ``cache/``: OpenVINO's compiled-model cache, filled at export so that the first run starts warm.
@@ -77,9 +79,20 @@ def _wrappers(model):
             image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
             return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
 
+    class DecoderPrompts(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
+                    coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
+            image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
+            return self.model.decode_prompts(image, coords, labels)
+
     # torch.onnx.export restores the wrapper's mode afterwards: a new module is in training mode,
     # which would leave BatchNorm using batch statistics. All stay in eval mode.
-    return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval()
+    return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval(), DecoderPrompts().eval()
 
 
 def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> ExportReport:
@@ -96,14 +109,17 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_export_dir()
     model, notes = load_model(checkpoint)
-    encoder, decoder_image, decoder_boxes = _wrappers(model)
+    encoder, decoder_image, decoder_boxes, decoder_prompts = _wrappers(model)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.random((1, 3, 256, 256), dtype=np.float32))
     boxes = torch.tensor([[20.0, 30.0, 120.0, 160.0], [100.0, 90.0, 220.0, 250.0]])
+    coords = torch.tensor([[[60.0, 70.0], [150.0, 40.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1.0, 0.0, -1.0]])
     with torch.no_grad():
         embedding = encoder(image)
         prepared = decoder_image(embedding)
         logits = model.decode(embedding, boxes)
+        prompt_logits, prompt_iou = decoder_prompts(*prepared, coords, labels)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is not valid until the new manifest is written
@@ -112,6 +128,8 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
         ("decoder_image", decoder_image, (embedding,), ["embedding"], list(DECODER_IMAGE_OUTPUTS), None),
         ("decoder", decoder_boxes, (*prepared, boxes), [*DECODER_IMAGE_OUTPUTS, "boxes"], ["logits"],
          {"boxes": {0: "boxes"}, "logits": {0: "boxes"}}),
+        ("decoder_prompts", decoder_prompts, (*prepared, coords, labels), [*DECODER_IMAGE_OUTPUTS, "coords", "labels"],
+         ["logits", "iou"], {"coords": {1: "points"}, "labels": {1: "points"}}),
     ]
     with tempfile.TemporaryDirectory(dir=out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -134,10 +152,13 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     ov_embedding = compiled["encoder"](image.numpy())[0]
     ov_prepared = compiled["decoder_image"](embedding.numpy())
     ov_logits = compiled["decoder"]([*(ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))), boxes.numpy()])[0]
+    ov_prompts = compiled["decoder_prompts"]([*(ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))),
+                                              coords.numpy(), labels.numpy()])
     report = ExportReport(
         out, 0.0,
         float(np.abs(ov_embedding - embedding.numpy()).max()),
-        float(np.abs(ov_logits - logits.numpy()).max()),
+        max(float(np.abs(ov_logits - logits.numpy()).max()), float(np.abs(ov_prompts[0] - prompt_logits.numpy()).max()),
+            float(np.abs(ov_prompts[1] - prompt_iou.numpy()).max())),
         notes,
     )
     manifest = Manifest(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,15 +19,17 @@ EMBEDDING_BYTES = 256 * 64 * 64 * 4
 DEFAULT_CACHE_BYTES = 1 << 30  # 256 slice embeddings
 
 
-def segment_2d(engine: Engine, image: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
-    """(H, W, 3) uint8 image, (N, 4) boxes in original pixels -> (H, W) labels; one encoder pass."""
+def segment_2d(engine: Engine, image: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8,
+               embedding: Any | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 image, (N, 4) boxes in original pixels -> (H, W) labels; one encoder pass, none when
+    ``embedding`` (of this image, e.g. from the service's cache) is given."""
     segs = np.zeros(image.shape[:2], dtype=dtype)
     if len(boxes) == 0:
         return segs
-    with stage("preprocess"):
-        model_in, resized = image_to_model_input(image)
-    embedding = engine.encode(model_in)
     original = image.shape[:2]
+    resized = resized_size(*original)
+    if embedding is None:
+        embedding = encode_image(engine, image)
     for label, mask in enumerate(engine.masks(embedding, box_to_256(boxes, original), resized, original), 1):
         with stage("postprocess"):
             segs[mask] = label
@@ -94,9 +96,11 @@ def _decode_slice(
     return masks
 
 
-def _model_input(image: np.ndarray) -> np.ndarray:
+def encode_image(engine: Engine, image: np.ndarray) -> Any:
+    """(H, W, 3) or (H, W) uint8 -> the engine's embedding (one encoder pass)."""
     with stage("preprocess"):
-        return image_to_model_input(image)[0]
+        model_in = image_to_model_input(image)[0]
+    return engine.encode(model_in)
 
 
 def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -> np.ndarray:
@@ -108,11 +112,12 @@ def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -
 
 def segment_3d(
     engine: Engine, volume: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8, cache_bytes: int = DEFAULT_CACHE_BYTES,
-    z_middle: np.ndarray | None = None,
+    z_middle: np.ndarray | None = None, slice_embedding: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) labels, each slice encoded once.
 
     ``z_middle`` (N,): the slice each box starts on (the 2025 layout's ``z_mid``); default its middle slice.
+    ``slice_embedding(z)``: where embeddings come from (the service's cache); default one encoder pass per slice.
 
     Per box (as the official script): start on ``z_middle`` with the box itself, go up to z_max and down
     to z_min; every other slice is prompted by the box of the previous slice's mask of that box alone
@@ -129,6 +134,7 @@ def segment_3d(
     tracks = [t for t in tracks if t.z_first <= t.z_middle <= t.z_last]
     if not tracks:
         return segs
+    embed = slice_embedding or (lambda z: encode_image(engine, volume[z]))
     needed_down = {z for t in tracks for z in range(t.z_first, t.z_middle)}
     cache = EmbeddingCache(cache_bytes)
 
@@ -138,7 +144,7 @@ def segment_3d(
         active = [t for t in tracks if t.z_middle <= z <= t.z_last]
         if not active:
             continue
-        embedding = engine.encode(_model_input(volume[z]))
+        embedding = embed(z)
         if z in needed_down:
             cache.put(z, embedding)
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
@@ -152,7 +158,7 @@ def segment_3d(
         active = [t for t in tracks if t.z_first <= z < t.z_middle]
         embedding = cache.pop(z)
         if embedding is None:
-            embedding = engine.encode(_model_input(volume[z]))
+            embedding = embed(z)
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
             t.prompt = _next_prompt(t, mask, original)
     return segs

@@ -123,3 +123,7 @@ def load_reference(which: str, case: str) -> np.ndarray:
 def no_default_export(tmp_path_factory, monkeypatch):
     """Tests choose their engine explicitly: a developer's own work_dir/openvino export must not be picked."""
     monkeypatch.setenv("MEDSAM_LITE_EXPORT_DIR", str(tmp_path_factory.getbasetemp() / "no-default-export"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes long (every shared case through the service); run in CI")

@@ -22,3 +22,7 @@ class Engine(Protocol):
     def masks(
         self, embedding: Any, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
     ) -> Iterator[np.ndarray]: ...
+
+    def prompt_logits(self, embedding: Any, coords_256: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 2) float points at 256 with SAM labels (K,) -> (4, 256, 256) float32 logits, (4,) IoU estimates."""
+        ...

@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 2  # 2: the decoder in two graphs (per image, per box)
+MANIFEST_FORMAT = 3  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",
     "decoder": "mask_decoder.xml",
+    "decoder_prompts": "prompt_decoder.xml",
     "encoder_int8": "image_encoder_int8.xml",
 }
 # What decoder_image.xml gives mask_decoder.xml, in order: image tokens (1, 4096, 256) and the first layer's

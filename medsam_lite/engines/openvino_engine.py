@@ -77,6 +77,7 @@ class OpenVINOEngine:
             self.encoder = core.compile_model(self.export_dir / encoder_file, "CPU", config)
             self.decoder_image = core.compile_model(self.export_dir / MODEL_FILES["decoder_image"], "CPU", config)
             self.decoder = core.compile_model(self.export_dir / MODEL_FILES["decoder"], "CPU", config)
+            self.decoder_prompts = core.compile_model(self.export_dir / MODEL_FILES["decoder_prompts"], "CPU", config)
         except RuntimeError as exc:
             reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
             raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
@@ -84,6 +85,7 @@ class OpenVINOEngine:
         self._encode_request = self.encoder.create_infer_request()
         self._prepare_request = self.decoder_image.create_infer_request()
         self._decode_request = self.decoder.create_infer_request()
+        self._prompt_request = self.decoder_prompts.create_infer_request()
         self.encoder_passes = 0
 
     def encode(self, image: np.ndarray) -> np.ndarray:
@@ -109,6 +111,15 @@ class OpenVINOEngine:
             self._decode_request.infer()
             parts.append(self._decode_request.get_output_tensor(0).data[:, 0].copy())
         return np.concatenate(parts)
+
+    def prompt_logits(self, embedding: np.ndarray, coords_256: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 2) points at 256 with SAM labels (K,) -> logits of the four mask tokens (4, 256, 256), IoU (4,)."""
+        with stage("decoder"):
+            prepared = self._prepare_request.infer([embedding])
+            inputs = [np.ascontiguousarray(prepared[i]) for i in range(len(DECODER_IMAGE_OUTPUTS))]
+            inputs += [np.asarray(coords_256, np.float32).reshape(1, -1, 2), np.asarray(labels, np.float32).reshape(1, -1)]
+            result = self._prompt_request.infer(inputs)
+            return result[0][0].copy(), result[1][0].copy()
 
     def masks(
         self, embedding: np.ndarray, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]

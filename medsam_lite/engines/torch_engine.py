@@ -47,6 +47,16 @@ class TorchEngine:
         return torch.cat(parts)
 
     @torch.no_grad()
+    def prompt_logits(self, embedding: torch.Tensor, coords_256: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 2) points at 256 with SAM labels (K,) -> logits of the four mask tokens (4, 256, 256), IoU (4,)."""
+        with stage("decoder"):
+            image = self.model.prepare_decoder(embedding)
+            coords = torch.as_tensor(np.asarray(coords_256, np.float32).reshape(1, -1, 2), device=self.device)
+            kinds = torch.as_tensor(np.asarray(labels, np.float32).reshape(1, -1), device=self.device)
+            logits, iou = self.model.decode_prompts(image, coords, kinds)
+            return logits[0].cpu().numpy(), iou[0].cpu().numpy()
+
+    @torch.no_grad()
     def masks(
         self, embedding: torch.Tensor, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
     ) -> Iterator[np.ndarray]:

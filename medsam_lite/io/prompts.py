@@ -123,6 +123,19 @@ def tight_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique.astype(np.int64), boxes.reshape(len(unique), 2 * labels.ndim)
 
 
+def widen_thin_boxes(boxes: np.ndarray, plane: tuple[int, int]) -> np.ndarray:
+    """In place: a box one pixel wide or high (x_min == x_max) gets a second pixel, inside an (H, W) plane, so
+    that ``check_boxes`` (which refuses empty boxes) takes it."""
+    height, width = plane
+    half = boxes.shape[1] // 2
+    for lo, hi, size in ((0, half, width), (1, half + 1, height)):
+        thin = boxes[:, lo] == boxes[:, hi]
+        grow = thin & (boxes[:, hi] < size - 1)
+        boxes[grow, hi] += 1
+        boxes[thin & ~grow, lo] -= 1
+    return boxes
+
+
 def label_values(label_map: ImageData, image: ImageData) -> np.ndarray:
     """The label map's integer values, checked against the image: same grid and geometry."""
     labels = label_map.pixels
@@ -154,11 +167,7 @@ def boxes_from_label_map(label_map: ImageData, image: ImageData, margin: int = 0
     values, boxes = tight_boxes(labels)
     height, width = image.plane_shape
     half = boxes.shape[1] // 2
-    for lo, hi, size in ((0, half, width), (1, half + 1, height)):  # a one-pixel-wide label gets a 2-pixel box
-        thin = boxes[:, lo] == boxes[:, hi]
-        grow = thin & (boxes[:, hi] < size - 1)
-        boxes[grow, hi] += 1
-        boxes[thin & ~grow, lo] -= 1
+    widen_thin_boxes(boxes, (height, width))
     if margin:
         boxes[:, [0, 1]] = np.maximum(boxes[:, [0, 1]] - margin, 0)
         boxes[:, [half, half + 1]] = np.minimum(boxes[:, [half, half + 1]] + margin, [width - 1, height - 1])

@@ -37,6 +37,11 @@ class LiteMedSAM(nn.Module):
         logits, _ = self.mask_decoder.predict(image, sparse)
         return logits
 
+    def decode_prompts(self, image: PreparedImage, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points (1, K, 2) at 256 with SAM labels (1, K) against a prepared embedding -> logits of the four
+        mask tokens (1, 4, 256, 256) and their IoU estimates (1, 4)."""
+        return self.mask_decoder.predict_all_masks(image, self.prompt_encoder.embed_points(coords, labels))
+
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Embedding (1, 256, 64, 64) and N boxes (N, 4) at 256 -> low-res logits (N, 1, 256, 256)."""
         return self.decode_prepared(self.prepare_decoder(embedding), boxes)

@@ -1,4 +1,5 @@
-"""SAM mask decoder with ``multimask_output=False``: one low-resolution mask (256x256 logits) per box."""
+"""SAM mask decoder: one low-resolution mask (256x256 logits) per box (``multimask_output=False``), or all four
+mask tokens with their IoU estimates for point prompts."""
 from __future__ import annotations
 
 import math
@@ -98,16 +99,32 @@ class MaskDecoder(nn.Module):
         """
         hs, src = self._transformer(image, sparse_prompt_embeddings)
         hyper = self.output_hypernetworks_mlps[0](hs[:, 1, :])  # (B, 32)
-        up1, norm, act1, up2, act2 = self.output_upscaling
         b, n, _ = src.shape
-        x = _per_pixel(src, up1)  # (B, n, 4, 64): the 2x2 pixels each token becomes
-        x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = act2(_per_pixel(x, up2))  # (B, n, 4, 4, 32)
-        logits = x.reshape(b, -1, x.shape[-1]) @ hyper[:, :, None]  # (B, n * 16, 1)
+        logits = self._upscaled_per_pixel(src) @ hyper[:, :, None]  # (B, n * 16, 1)
         side = math.isqrt(n)
         # (token row, token col, i, j, i2, j2) -> pixel (4 * row + 2 * i + i2, 4 * col + 2 * j + j2)
         grid = logits.view(b, side, side, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
         return grid.reshape(b, 1, 4 * side, 4 * side)
+
+    def predict_all_masks(self, image: PreparedImage, sparse_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens (B, K, 256) -> logits of all four mask tokens (B, 4, 256, 256) and their IoU estimates
+        (B, 4), in ``predict_mask``'s per-pixel form. SAM's ``multimask_output`` takes masks 1..3, else mask 0."""
+        hs, src = self._transformer(image, sparse_prompt_embeddings)
+        hyper = torch.stack([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=-1)
+        b, n, _ = src.shape
+        logits = self._upscaled_per_pixel(src) @ hyper  # (B, n * 16, 4)
+        side = math.isqrt(n)
+        grid = logits.view(b, side, side, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return grid.reshape(b, -1, 4 * side, 4 * side), self.iou_prediction_head(hs[:, 0, :])
+
+    def _upscaled_per_pixel(self, src: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, n, 256) -> upscaled features (B, n * 16, 32): the 4x4 output pixels of each token."""
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b = src.shape[0]
+        x = _per_pixel(src, up1)  # (B, n, 4, 64): the 2x2 pixels each token becomes
+        x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = act2(_per_pixel(x, up2))  # (B, n, 4, 4, 32)
+        return x.reshape(b, -1, x.shape[-1])
 
     def forward(
         self,

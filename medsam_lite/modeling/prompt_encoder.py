@@ -1,4 +1,4 @@
-"""Box prompt encoder of SAM, as used by LiteMedSAM (boxes only; no points or mask prompts at inference).
+"""Prompt encoder of SAM, as used by LiteMedSAM: boxes (the challenge), and points (the service); no mask prompts.
 
 Checkpoint keys are kept (``point_embeddings``, ``not_a_point_embed``, ``mask_downscaling``) so the official
 state dict loads with ``strict=True``.
@@ -84,6 +84,17 @@ class PromptEncoder(nn.Module):
         tokens = self.pe_layer.encode_pixels(corners, self.input_image_size)
         corner_kind = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
         return tokens + corner_kind
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2) points at 256 (x, y) with labels (B, K) -> (B, K, embed_dim) tokens, as SAM's prompt
+        encoder: label 1 foreground, 0 background, 2/3 a box's top-left/bottom-right corner, -1 padding (SAM
+        appends one padding point when there is no box). A box as corners 2, 3 gives ``embed_boxes``' tokens."""
+        tokens = self.pe_layer.encode_pixels(coords.to(torch.float32) + 0.5, self.input_image_size)
+        labels = labels.to(torch.float32).unsqueeze(-1)
+        tokens = tokens * (labels != -1) + self.not_a_point_embed.weight * (labels == -1)
+        for kind, embedding in enumerate(self.point_embeddings):
+            tokens = tokens + embedding.weight * (labels == kind)
+        return tokens
 
     def forward(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes (B, 4) -> sparse (B, 2, embed_dim) and dense (B, embed_dim, 64, 64) embeddings."""

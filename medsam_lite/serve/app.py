@@ -1,0 +1,148 @@
+"""The FastAPI application: middlewares (token, upload limit, CORS), error replies, and the routers."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .service import VERSION, Service
+from .uploads import UploadError
+from .worker import Busy
+
+log = logging.getLogger("medsam_lite.serve")
+STATIC = Path(__file__).with_name("static")
+OPEN_PATHS = ("/healthz",)
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with 413: at once from its Content-Length, else as soon as
+    the bytes received pass it (nothing more is read)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _send_json(send, 413, self._message(int(length)))
+        received, started, too_large = 0, False, False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # the app sees the client gone; nothing more is read
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if too_large and not started:
+                return  # the app's own reply to the cut body is replaced by the 413 below
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await _send_json(send, 413, self._message(received))
+
+    def _message(self, size: int) -> str:
+        return (f"the request is {size / 2**20:,.1f} MiB or more; this service accepts at most "
+                f"{self.limit / 2**20:,.0f} MiB (--max-upload-mb)")
+
+
+class TokenGuard:
+    """With a token set, every path but /healthz needs it: ``Authorization: Bearer T``, ``X-Token: T`` or
+    ``?token=T`` (for a browser opening the docs page); 401 otherwise."""
+
+    def __init__(self, app, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.token or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-token", b"").decode("latin-1")
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            from urllib.parse import parse_qs
+
+            given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
+        if given and hmac.compare_digest(given.encode(), self.token.encode()):
+            return await self.app(scope, receive, send)
+        await _send_json(send, 401, "this server needs its token: send 'Authorization: Bearer <token>'",
+                         [(b"www-authenticate", b"Bearer")])
+
+
+async def _send_json(send, status: int, detail: str, headers: list | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(service: Service) -> FastAPI:
+    """The application around a started Service (closed when the application shuts down)."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from . import fastmedsam, native, samapi
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(title="medsam-lite", version=VERSION, lifespan=lifespan,
+                  description="LiteMedSAM box- and point-prompted segmentation: the native API (/v1), samapi's "
+                              "(/sam, QuPath's SAM extension) and FastMedSAM's (/upload, /segment).")
+    app.state.service = service
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        return JSONResponse({"detail": f"server busy: {exc}; retry in a second"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"detail": f"invalid request: {errors}"}, status_code=422)
+
+    app.include_router(native.router)
+    app.include_router(samapi.router)
+    app.include_router(fastmedsam.router)
+    if STATIC.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    settings = service.settings
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Compute-Seconds", "X-Slices-Encoded",
+                                                                "X-Slices-Cached"])
+    app.add_middleware(TokenGuard, token=settings.token)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_mb * 2**20)
+    return app

@@ -1,0 +1,74 @@
+"""SamPredictor's set-image-once / prompt-many for the service: slice embeddings cached by (image key, slice),
+and every segmentation run by the pipeline's own functions (``segment_2d``, ``segment_3d``, ``prompt_masks``)
+with embeddings from that cache. Runs on the inference worker only."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Hashable
+
+import numpy as np
+
+from ..engines.base import Engine
+from ..prompting import PromptMask, prompt_masks, sam_prompt
+from ..segment import EMBEDDING_BYTES, encode_image, segment_2d, segment_3d
+from .lru import ByteLRU
+
+
+@dataclass
+class Timing:
+    """Server-side seconds of a request's inference and how many slices it had to encode."""
+
+    seconds: float = 0.0
+    encoded: int = 0
+    cached: int = 0
+
+
+class SlicePredictor:
+    def __init__(self, engine: Engine, cache_bytes: int) -> None:
+        self.engine = engine
+        self.cache: ByteLRU[tuple[Hashable, int], Any] = ByteLRU(cache_bytes)
+
+    def embedding(self, key: Hashable, z: int, plane: np.ndarray, timing: Timing | None = None) -> Any:
+        """The embedding of slice ``z`` of image ``key`` ((H, W) grey or (H, W, 3)), encoded on a miss."""
+        found = self.cache.get((key, z))
+        if found is not None:
+            if timing:
+                timing.cached += 1
+            return found
+        embedding = encode_image(self.engine, np.ascontiguousarray(plane))
+        self.cache.put((key, z), embedding, EMBEDDING_BYTES)
+        if timing:
+            timing.encoded += 1
+        return embedding
+
+    def forget(self, key: Hashable) -> int:
+        """Drop every cached slice of image ``key``."""
+        return self.cache.discard_where(lambda k: k[0] == key)
+
+    def boxes_2d(self, key: Hashable, z: int, plane: np.ndarray, boxes: np.ndarray, dtype: type) -> tuple[np.ndarray, Timing]:
+        """(H, W) labels 1..N of (N, 4) boxes on one 2D image or slice (``plane`` (H, W, 3) or (H, W))."""
+        timing, start = Timing(), time.perf_counter()
+        rgb = plane if plane.ndim == 3 else np.repeat(plane[:, :, None], 3, -1)
+        segs = segment_2d(self.engine, rgb, boxes, dtype=dtype, embedding=self.embedding(key, z, plane, timing))
+        timing.seconds = time.perf_counter() - start
+        return segs, timing
+
+    def boxes_3d(self, key: Hashable, volume: np.ndarray, boxes: np.ndarray, z_middle: np.ndarray | None,
+                 dtype: type) -> tuple[np.ndarray, Timing]:
+        """(D, H, W) labels of (N, 6) boxes propagated exactly as ``predict`` does."""
+        timing, start = Timing(), time.perf_counter()
+        segs = segment_3d(self.engine, volume, boxes, dtype=dtype, z_middle=z_middle,
+                          slice_embedding=lambda z: self.embedding(key, z, volume[z], timing))
+        timing.seconds = time.perf_counter() - start
+        return segs, timing
+
+    def prompt(self, key: Hashable, z: int, plane: np.ndarray, points: np.ndarray | None, point_labels: np.ndarray | None,
+               box: np.ndarray | None, multimask: bool) -> tuple[list[PromptMask], Timing]:
+        """SAM's point/box prompt on one image: masks with the decoder's IoU estimates."""
+        timing, start = Timing(), time.perf_counter()
+        original = plane.shape[:2]
+        coords, labels = sam_prompt(original, points, point_labels, box)
+        masks = prompt_masks(self.engine, self.embedding(key, z, plane, timing), coords, labels, original, multimask)
+        timing.seconds = time.perf_counter() - start
+        return masks, timing

@@ -1,0 +1,148 @@
+"""What the routers share: the engine on its worker, the embedding cache, the image store, and the steps that
+turn a request into a job (upload -> stored image; stored image + boxes -> labels)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ..cases import CaseError, check_boxes
+from ..engines import EngineChoice
+from ..layout2025 import boxes_from_dicts
+from .predictor import SlicePredictor, Timing
+from .settings import MIB, ServeSettings
+from .store import ImageStore, StoredImage
+from .uploads import Intensity, UploadError, decode_file, sniff_suffix
+from .worker import InferenceWorker
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Service:
+    settings: ServeSettings
+    choice: EngineChoice
+    model_sha256: str | None
+    predictor: SlicePredictor
+    worker: InferenceWorker
+    store: ImageStore
+
+    @classmethod
+    def start(cls, settings: ServeSettings, choice: EngineChoice, model_sha256: str | None) -> "Service":
+        predictor = SlicePredictor(choice.engine, settings.cache_mb * MIB)
+        store = ImageStore(settings.store_dir, settings.store_mb * MIB, on_evict=predictor.forget)
+        return cls(settings, choice, model_sha256, predictor, InferenceWorker(settings.queue_size), store)
+
+    def close(self) -> None:
+        self.worker.close()
+        self.store.close()
+
+    # --- uploads ---
+
+    def receive(self, source: BinaryIO) -> tuple[Path, str, bytes]:
+        """Copy an upload into the store's incoming folder while hashing it: (file, sha256, first bytes)."""
+        digest = hashlib.sha256()
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.store.incoming)
+        path = Path(name)
+        head = b""
+        try:
+            with open(fd, "wb") as target:
+                while chunk := source.read(1 << 20):
+                    if len(head) < 512:
+                        head += chunk[: 512 - len(head)]
+                    digest.update(chunk)
+                    target.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path, digest.hexdigest(), head
+
+    def store_upload(self, path: Path, image_id: str, head: bytes, client_name: str | None,
+                     intensity: Intensity) -> tuple[StoredImage, bool]:
+        """Decode and keep an upload (the same bytes again: the stored image, ``existed`` True)."""
+        try:
+            found = self.store.get(image_id)
+            if found is not None and (found.meta.kind != "medical" or intensity.modality in (None, found.meta.modality)):
+                return found, True
+            suffix = sniff_suffix(head, client_name)
+            image, meta, gts = decode_file(path, suffix, client_name, intensity, self.settings.max_pixels)
+            if found is not None:
+                self.predictor.forget(image_id)
+            if not self.store.put(image_id, image, meta, gts):
+                raise UploadError(413, f"the image needs {image.nbytes / MIB:,.0f} MiB, more than the store holds "
+                                       f"({self.settings.store_mb:,} MiB, --store-mb)")
+            return self.store.get(image_id), False
+        finally:
+            path.unlink(missing_ok=True)
+
+    # --- segmentation (on the worker) ---
+
+    def segment(self, stored: StoredImage, boxes: list | None, slice_: int | None,
+                labels: list[int] | None) -> tuple[np.ndarray, Timing]:
+        """Labels for ``boxes`` (see SegmentRequest) on a stored image; UploadError for bad boxes."""
+        meta, image = stored.meta, stored.image
+        raw = meta.boxes if boxes is None else boxes
+        z_middle = None
+        if meta.is_3d and slice_ is None:
+            if raw and all(isinstance(b, dict) for b in raw):
+                try:
+                    arr, z_middle = boxes_from_dicts(np.array(raw, dtype=object))
+                except ValueError as exc:
+                    raise UploadError(422, f"boxes: {exc}") from exc
+            else:
+                arr = _box_array(raw, 6)
+            arr = _checked(arr, image.shape, True)
+            if z_middle is not None:
+                z_middle = np.clip(z_middle, arr[:, 2], arr[:, 5])
+        else:
+            if meta.is_3d and slice_ >= image.shape[0]:
+                raise UploadError(422, f"slice {slice_} is outside the volume (0..{image.shape[0] - 1})")
+            arr = _box_array(raw if boxes is not None or not meta.is_3d else [], 4)
+            plane_shape = image.shape[1:] if meta.is_3d else image.shape[:2]
+            arr = _checked(arr, plane_shape, False)
+        values = _label_values(labels, len(arr))
+        dtype = np.uint8 if len(arr) <= 255 else np.uint16
+        if meta.is_3d and slice_ is None:
+            segs, timing = self.predictor.boxes_3d(stored.id, image, arr, z_middle, dtype)
+        elif meta.is_3d:
+            segs, timing = self.predictor.boxes_2d(stored.id, slice_, image[slice_], arr, dtype)
+        else:
+            segs, timing = self.predictor.boxes_2d(stored.id, 0, np.asarray(image), arr, dtype)
+        if values is not None:
+            lut = np.zeros(len(arr) + 1, dtype=np.uint8 if max(values) <= 255 else np.uint16)
+            lut[1:] = values
+            segs = lut[segs]
+        return segs, timing
+
+
+def _box_array(raw: list, width: int) -> np.ndarray:
+    rows = []
+    for i, box in enumerate(raw):
+        if not isinstance(box, list) or len(box) != width:
+            raise UploadError(422, f"box {i} is {box!r}; expected {width} integers here")
+        rows.append(box)
+    return np.array(rows, dtype=np.int64).reshape(-1, width)
+
+
+def _checked(boxes: np.ndarray, shape: tuple[int, ...], is_3d: bool) -> np.ndarray:
+    try:
+        return check_boxes(boxes, shape, is_3d)[0]
+    except CaseError as exc:
+        raise UploadError(422, str(exc)) from exc
+
+
+def _label_values(labels: list[int] | None, count: int) -> list[int] | None:
+    if labels is None:
+        return None
+    if len(labels) != count or any(not 1 <= v <= 65535 for v in labels):
+        raise UploadError(422, f"labels must be {count} integers 1..65535, one per box")
+    return labels
+
+
+def remove_quietly(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -1,0 +1,195 @@
+"""Uploaded bytes -> the model's image: a challenge npz, or any format the readers of ``medsam_lite.io`` read.
+
+What the client sends never becomes a path: the bytes go to a temporary file of our own naming whose suffix is
+chosen from a fixed list (by the client's file name where it has one of ours, else by the bytes themselves).
+Sizes are checked from headers before pixels are decoded (decompression bombs), and npz arrays are read without
+pickles."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..cases import CaseError, Case, is_3d_name, load_case
+from ..io.image import IMAGE_SUFFIXES, ImageError, image_suffix
+from .store import ImageMeta
+
+
+class UploadError(ValueError):
+    """A request the service refuses: ``status`` (400, 413, 415, 422) and a message naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Intensity:
+    """How a medical image becomes uint8 (``medsam_lite.image_case``): modality and CT window."""
+
+    modality: str | None = None
+    window: tuple[float, float] | None = None
+
+
+def safe_name(name: str | None, default: str = "upload") -> str:
+    """A display name from a client's file name: its last part, only [A-Za-z0-9._-], at most 100 characters."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[:100]
+    return cleaned or default
+
+
+def sniff_suffix(head: bytes, client_name: str | None) -> str:
+    """The suffix to read the bytes as: the client's when it is one of ours, else from magic numbers."""
+    suffix = image_suffix(client_name or "")
+    if suffix:
+        return suffix
+    if head.startswith(b"PK"):
+        return ".npz"
+    if head.startswith(b"\x89PNG"):
+        return ".png"
+    if head.startswith(b"\xff\xd8"):
+        return ".jpg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return ".tif"
+    if head.startswith(b"BM"):
+        return ".bmp"
+    if head.startswith(b"\x1f\x8b"):
+        return ".nii.gz"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c"):
+        return ".nii"
+    if head.startswith(b"NRRD"):
+        return ".nrrd"
+    if b"ObjectType" in head[:200]:
+        return ".mha"
+    if head[128:132] == b"DICM":
+        return ".dcm"
+    raise UploadError(415, f"not an image this service reads (npz, {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _picture_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, without decoding; None for other formats."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if head[:2] != b"\xff\xd8":
+            return None
+        handle.seek(2)
+        while True:
+            marker = handle.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                return None
+            kind, length = marker[1], int.from_bytes(marker[2:4], "big")
+            if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+                frame = handle.read(5)
+                return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+            handle.seek(length - 2, 1)
+
+
+def _check_pixels(count: int, shape, max_pixels: int) -> None:
+    if count > max_pixels:
+        raise UploadError(413, f"the image is {tuple(shape)}: {count:,} pixels, more than the {max_pixels:,} this "
+                               f"service accepts (--max-pixels)")
+
+
+def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
+    """A challenge npz (checked as ``predict`` checks it); 3D by the client's name (``3D...``) or, without one,
+    by the shape of ``imgs``."""
+    from ..guards import read_npz_headers
+
+    try:
+        headers = read_npz_headers(path)
+    except CaseError as exc:
+        raise UploadError(422, f"not a readable challenge npz: {exc}") from exc
+    if "imgs" not in headers:
+        raise UploadError(422, "the npz has no imgs array")
+    shape = headers["imgs"].shape
+    _check_pixels(int(np.prod(shape, dtype=object)), shape, max_pixels)
+    name = safe_name(client_name)
+    if not (name.startswith("2D") or name.startswith("3D")):
+        name = ("3DBox_" if len(shape) == 3 and shape[-1] != 3 else "2DBox_") + name
+    named = path.parent / (name if name.endswith(".npz") else name + ".npz")
+    shutil.move(path, named)
+    try:
+        return load_case(named)
+    except CaseError as exc:
+        raise UploadError(422, str(exc)) from exc
+    finally:
+        shutil.move(named, path)
+
+
+def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Intensity,
+                max_pixels: int) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
+    """The uploaded file -> (model image uint8, meta, gts or None)."""
+    name = safe_name(client_name)
+    if suffix == ".npz":
+        case = read_case_npz(path, client_name, max_pixels)
+        with np.load(path, allow_pickle=False) as data:
+            spacing = data["spacing"].astype(float).ravel().tolist() if "spacing" in data.files else None
+            gts = data["gts"] if "gts" in data.files else None
+        if gts is not None and gts.shape != case.image.shape[: gts.ndim]:
+            gts = None
+        meta = ImageMeta(name, "npz", case.is_3d, list(case.image.shape), case.boxes.tolist(), spacing)
+        return case.image, meta, gts
+    from ..image_case import model_image, resolve_modality
+    from ..io.read import read_image
+
+    typed = path.with_name("upload" + suffix)
+    shutil.move(path, typed)
+    try:
+        if suffix in (".png", ".jpg", ".jpeg"):
+            size = _picture_size(typed)
+            if size is not None:
+                _check_pixels(size[0] * size[1], size[::-1], max_pixels)
+        try:
+            data = read_image(typed)
+            modality = resolve_modality(data, intensity.modality)
+            window = (intensity.window or (40.0, 400.0)) if modality == "CT" else None
+            image = model_image(data, modality, window)
+        except (ImageError, CaseError) as exc:
+            raise UploadError(422, f"{name}: {exc}") from exc
+        _check_pixels(image.size // (1 if data.is_3d else 3), image.shape, max_pixels)
+        geometry = None
+        if data.geometry is not None:
+            geometry = {"origin": list(data.geometry.origin), "spacing": list(data.geometry.spacing),
+                        "direction": list(data.geometry.direction)}
+        meta = ImageMeta(name, "picture" if data.kind == "raster" else "medical", data.is_3d, list(image.shape),
+                         spacing=geometry["spacing"] if geometry else None, geometry=geometry, modality=modality)
+        return image, meta, None
+    finally:
+        shutil.move(typed, path)
+
+
+def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:
+    """samapi's ``b64img`` (a base64 PNG or JPEG) -> (H, W, 3) uint8 RGB by the pre_grey_rgb rules."""
+    from ..io.intensity import grey_rgb
+
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise UploadError(400, f"b64img is not valid base64: {exc}") from exc
+    with tempfile.NamedTemporaryFile(suffix=".img") as handle:
+        handle.write(raw)
+        handle.flush()
+        size = _picture_size(Path(handle.name))
+    if size is None:
+        raise UploadError(415, "b64img is not a PNG or JPEG image")
+    _check_pixels(size[0] * size[1], size[::-1], max_pixels)
+    pixels = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise UploadError(422, "b64img could not be decoded (truncated or corrupt image)")
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    try:
+        return grey_rgb(pixels)
+    except ImageError as exc:
+        raise UploadError(422, f"b64img {exc}") from exc
