@@ -1,6 +1,6 @@
-# medsam-lite runtime image: `medsam-lite predict` with the OpenVINO engine only (numpy, OpenCV, OpenVINO,
-# click, tqdm: requirements/runtime.txt at the versions of requirements/constraints.txt); no torch, no SciPy,
-# no compilers.
+# medsam-lite runtime image: `medsam-lite predict` and `medsam-lite serve` with the OpenVINO engine only (numpy,
+# OpenCV, OpenVINO, click, tqdm, FastAPI, uvicorn: requirements/runtime.txt at the versions of
+# requirements/constraints.txt); no torch, no SciPy, no SimpleITK, no compilers.
 #
 # The OpenVINO IR is made on the host before the build (`medsam-lite export`, which needs torch) and copied
 # in from work_dir/openvino: no stage needs torch (a 700 MB CPU wheel, several GB if pip picks a CUDA one),
@@ -11,6 +11,7 @@
 #   docker build -t medsam-lite .                 # or --build-arg BASE_IMAGE=<local python 3.11 image>
 #   docker container run -m 8G --rm -v $PWD/imgs:/workspace/inputs -v $PWD/segs:/workspace/outputs \
 #       medsam-lite:latest /bin/bash -c "sh predict.sh"
+#   docker run --user 1000:1000 -p 8000:8000 medsam-lite:latest medsam-lite serve --host 0.0.0.0 --token "$TOKEN"
 ARG BASE_IMAGE=python:3.11-slim
 
 # Only to make the export readable by any user whatever the host's umask (COPY --chmod needs BuildKit).
@@ -44,6 +45,7 @@ COPY predict.sh ./
 # The cache is made readable by whichever user predict.sh runs as.
 RUN medsam-lite check --engine openvino && chmod -R a+rX work_dir/openvino/cache
 
+EXPOSE 8000
 # No USER line: the container starts as root on purpose. predict.sh at once drops to the owner of the
 # mounted /workspace/outputs (or to the non-root user 'medsam' when that folder belongs to root), so outputs
 # are writable and belong to the host user whatever their uid; the work itself never runs as root.

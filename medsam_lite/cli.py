@@ -45,6 +45,18 @@ def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, 
     return choice
 
 
+def _writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
+    """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file."""
+    from .outputs import check_writable_dir
+
+    for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
+        if folder is not None:
+            try:
+                check_writable_dir(folder)
+            except OSError as exc:
+                _fail(f"the {what} folder {folder} is not writable: {exc}")
+
+
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     """'K/N' -> (K, N) with 0 <= K < N."""
     if value is None:
@@ -139,7 +151,6 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     read; a case whose output exists is skipped (so a re-run, or a re-run shard, finishes only what is missing)."""
     from .folder import find_cases, select_shard
     from .guards import MemoryBudget, UnsafeOutput, check_outputs_outside_inputs
-    from .outputs import check_writable_dir
 
     if schedule == "official":
         from .official_schedule import import_official_startup
@@ -156,12 +167,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         MemoryBudget.now()  # a malformed $MEDSAM_LITE_MEMORY_LIMIT_MB stops here, not in every case
     except (UnsafeOutput, ValueError) as exc:
         _fail(str(exc))
-    for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
-        if folder is not None:
-            try:
-                check_writable_dir(folder)
-            except OSError as exc:
-                _fail(f"the {what} folder {folder} is not writable: {exc}")
+    _writable_folders(output_dir, overlay_dir)
     if ignored:
         _say(f"ignoring {len(ignored)} file(s) that are not .npz: {', '.join(p.name for p in ignored[:5])}", quiet)
     if shard is not None:
@@ -311,7 +317,6 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
     of them) with box prompts, with the engines and exactness of `predict`."""
     from .image_case import ImageOptions
     from .io.read import find_images
-    from .outputs import check_writable_dir
 
     if boxes is not None and boxes_from is not None:
         _fail("give --boxes or --boxes-from, not both")
@@ -319,12 +324,7 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
         _fail("no box prompts: give --boxes FILE.json (or a folder of <case>.json) or --boxes-from LABELS")
     paths, skipped = find_images(list(images))
     _check_outputs_apart(list(images), {"output folder": output_dir, "overlay folder": overlay_dir})
-    for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
-        if folder is not None:
-            try:
-                check_writable_dir(folder)
-            except OSError as exc:
-                _fail(f"the {what} folder {folder} is not writable: {exc}")
+    _writable_folders(output_dir, overlay_dir)
     if skipped:
         _say(f"ignoring {len(skipped)} entr(ies) that are not images: {', '.join(p.name for p in skipped[:5])}", quiet)
     if not paths:
@@ -362,23 +362,30 @@ def convert_to_npz(image: Path, labels_path: Path | None, out: Path, label_slice
                    series: str | None) -> None:
     """IMAGE (+ label map) -> the challenge .npz (imgs, gts, spacing (x, y, z), boxes), as the official
     preprocessing writes it."""
-    from .cases import CaseError
     from .convert import to_npz
     from .image_case import ImageOptions
-    from .io.image import ImageError
 
     options = ImageOptions(modality, _window(window, window_level, window_width), series=series)
+    done = _converted(image.name, out, lambda: to_npz(image, out, options, labels_path, label_slices_only))
+    click.echo(f"{done.path}: imgs {done.shape}, {done.boxes} box(es)", err=True)
+
+
+def _converted(name: str, out: Path, convert_one):
+    """Run one conversion: its notes said, or one ERROR line naming the file and exit 1."""
+    from .cases import CaseError
+    from .io.image import ImageError
+
     try:
-        done = to_npz(image, out, options, labels_path, label_slices_only)
+        done = convert_one()
     except (ImageError, CaseError, MissingDependency) as exc:
-        click.echo(f"ERROR {image.name}: {exc}", err=True)
+        click.echo(f"ERROR {name}: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
-        click.echo(f"ERROR {image.name}: cannot write {out}: {exc}", err=True)
+        click.echo(f"ERROR {name}: cannot write {out}: {exc}", err=True)
         sys.exit(1)
     for note in done.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"{done.path}: imgs {done.shape}, {done.boxes} box(es)", err=True)
+    return done
 
 
 @convert.command("to-nifti")
@@ -391,20 +398,9 @@ def convert_to_npz(image: Path, labels_path: Path | None, out: Path, label_slice
               help="Without --like: the challenge case .npz whose spacing to use.")
 def convert_to_nifti(segs: Path, out: Path, like: Path | None, case_path: Path | None) -> None:
     """A challenge segmentation (segs .npz) -> NIfTI with the original image's geometry."""
-    from .cases import CaseError
     from .convert import to_nifti
-    from .io.image import ImageError
 
-    try:
-        done = to_nifti(segs, out, like, case_path)
-    except (ImageError, CaseError, MissingDependency) as exc:
-        click.echo(f"ERROR {segs.name}: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"ERROR {segs.name}: cannot write {out}: {exc}", err=True)
-        sys.exit(1)
-    for note in done.notes:
-        click.echo(f"note: {note}", err=True)
+    done = _converted(segs.name, out, lambda: to_nifti(segs, out, like, case_path))
     click.echo(f"{done.path}: segs {done.shape}", err=True)
 
 
@@ -453,6 +449,7 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
     start = time.perf_counter()
     choice = _load_engine(engine, checkpoint, export_dir, precision, threads)
+    _compile_prompt_decoder(choice.engine)
     manifest = getattr(choice.engine, "manifest", None)
     sha = manifest.checkpoint_sha256 if manifest is not None else None
     if sha is None:
@@ -517,11 +514,23 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
 def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str) -> None:
     """Load the engine that `predict` would use and say which it is (exit 2 if none can be loaded).
 
-    With OpenVINO this also fills the export's model cache, so that later runs start faster.
+    With OpenVINO this also fills the export's model cache (with the service's point-prompt decoder too), so
+    that later runs start faster.
     """
     start = time.perf_counter()
     choice = _load_engine(engine, checkpoint, export_dir, precision)
+    _compile_prompt_decoder(choice.engine)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
+
+
+def _compile_prompt_decoder(engine) -> None:
+    """The OpenVINO engine's point-prompt decoder (the service's), compiled now; exit 2 if it cannot be."""
+    warm = getattr(engine, "compile_prompt_decoder", None)
+    if warm is not None:
+        try:
+            warm()
+        except ExportError as exc:
+            _fail(str(exc))
 
 
 @main.command()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -15,8 +14,8 @@ from .engines.base import Engine
 from .image_case import ImageCase, ImageOptions, image_case
 from .io.image import ImageData, ImageError, case_name
 from .outputs import write_with
-from .runner import CaseResult, segment_case, write_error_message
-from .timing import collect, stage
+from .runner import CaseResult, segment_case, timed, write_error_message
+from .timing import stage
 
 
 def output_name(path: Path) -> str:
@@ -77,15 +76,7 @@ def run_image(engine: Engine, path: Path, output_dir: Path, options: ImageOption
 
     Written in this order, each atomically: overlay, ``<case>.json``, then the mask, so that an existing mask
     means a finished case."""
-    start = time.perf_counter()
-    passes_before = engine.encoder_passes
-    with collect() as stages:
-        result = _run_image(engine, path, output_dir, options, overlay_dir)
-    result.seconds = time.perf_counter() - start
-    result.stages = stages
-    if result.status == "ok":
-        result.slices_encoded = engine.encoder_passes - passes_before
-    return result
+    return timed(engine, lambda: _run_image(engine, path, output_dir, options, overlay_dir))
 
 
 def _run_image(engine: Engine, path: Path, output_dir: Path, options: ImageOptions,

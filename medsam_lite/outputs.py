@@ -11,19 +11,27 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a hidden temporary file beside ``path``; on success rename it to ``path``, else remove it."""
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` (ending in ``.part`` + ``suffix``, for writers that choose the
+    format by the name) for the block to write; on success it is renamed to ``path``, else removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as handle:
-            yield handle
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Open a hidden temporary file beside ``path``; on success rename it to ``path``, else remove it."""
+    with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as handle:
+        yield handle
 
 
 def write_segs(path: str | os.PathLike[str], segs: np.ndarray) -> None:

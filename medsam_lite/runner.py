@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .cases import CaseError, load_case
 from .engines.base import Engine
@@ -77,11 +77,15 @@ def run_case(
     The case is first checked against the memory this process may use (headers only). The overlay, if asked
     for, is written before the segmentation, so that an existing output always means a finished case.
     ``stages`` of the result holds the seconds of each stage (medsam_lite.timing)."""
+    return timed(engine, lambda: _run_case(engine, path, output_dir / path.name, overlay_dir, schedule))
+
+
+def timed(engine: Engine, run: Callable[[], CaseResult]) -> CaseResult:
+    """``run()``'s result with its wall seconds, seconds per stage and (when ok) the slices it encoded."""
     start = time.perf_counter()
     passes_before = engine.encoder_passes
-    output = output_dir / path.name
     with collect() as stages:
-        result = _run_case(engine, path, output, overlay_dir, schedule)
+        result = run()
     result.seconds = time.perf_counter() - start
     result.stages = stages
     if result.status == "ok":

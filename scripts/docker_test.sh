@@ -13,7 +13,7 @@
 # checks that an output folder owned by another user is written (files owned by that user), that a fixed
 # user (as the official image runs) is refused there with one clear line, that a case too large for -m 8G is
 # refused unread (memory guard) and a full output disk fails only that case (a 4 KiB tmpfs), and that hadolint
-# finds nothing in the Dockerfile. Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
+# finds nothing in the Dockerfile, and that `medsam-lite serve` runs in the image (one request). Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
 # Usage: sudo scripts/docker_test.sh [--shared ../shared] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
 #                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
@@ -274,6 +274,52 @@ if [ "$disk_rc" != 1 ] || [[ "$disk_line" != *"no space left on device"* ]] \
   cat "$WORK/disk.log" >&2; failures=$((failures + 1))
 fi
 
+# 10. The service in the image: `medsam-lite serve` with a token on 127.0.0.1 (host network: this test's dockerd
+# runs without a bridge; elsewhere `-p 8000:8000 ... --host 0.0.0.0` as the README says). /healthz answers
+# without the token, /v1/info not; one POST /v1/predict of the X-ray equals the local CLI's output for it.
+serve_case=2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz
+serve_id=$(echo "${serve_case%.npz}" | tr -c 'A-Za-z0-9_.-' '-' | cut -c1-60)
+serve_port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+serve_line="not run"
+if [ -f "$WORK/$serve_id/local/$serve_case" ]; then
+  docker container run -d -m 8G --user 1000:1000 --name medsam-lite-case-serve --network host "$IMAGE":latest \
+    medsam-lite serve --host 127.0.0.1 --port "$serve_port" --token docker-test >/dev/null
+  serve_line=$(python3 - "$serve_port" "$SHARED/cases/imgs/$serve_case" "$WORK/$serve_id/local/$serve_case" <<'PY' || true
+import io, json, sys, time, urllib.error, urllib.request
+import numpy as np
+port, case, local = sys.argv[1:]
+base = f"http://127.0.0.1:{port}"
+for _ in range(120):
+    try:
+        urllib.request.urlopen(base + "/healthz", timeout=2).read()
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    print("the service did not come up"); sys.exit(1)
+try:
+    urllib.request.urlopen(base + "/v1/info")
+    print("/v1/info answered without the token"); sys.exit(1)
+except urllib.error.HTTPError as exc:
+    unauthorised = exc.code
+auth = {"Authorization": "Bearer docker-test"}
+info = json.load(urllib.request.urlopen(urllib.request.Request(base + "/v1/info", headers=auth)))
+body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + case.rsplit("/", 1)[-1].encode()
+        + b'"\r\n\r\n' + open(case, "rb").read() + b"\r\n--b--\r\n")
+start = time.perf_counter()
+reply = urllib.request.urlopen(urllib.request.Request(base + "/v1/predict", data=body, headers={
+    **auth, "Content-Type": "multipart/form-data; boundary=b"})).read()
+seconds = time.perf_counter() - start
+same = np.array_equal(np.load(io.BytesIO(reply))["segs"], np.load(local)["segs"])
+print(f"healthz ok, no token -> {unauthorised}, engine {info['engine']}, POST /v1/predict {seconds:.2f} s, "
+      f"identical to the CLI: {'yes' if same else 'NO'}")
+sys.exit(0 if same and unauthorised == 401 else 1)
+PY
+)
+  docker rm -f medsam-lite-case-serve >/dev/null 2>&1 || true
+fi
+[[ "$serve_line" == *"identical to the CLI: yes"* ]] || { echo "service check: $serve_line" >&2; failures=$((failures + 1)); }
+
 printf 'image %s: %d MB (built from %s in %s s)\n' "$IMAGE" "$size_mb" "$BASE" "$build_s"
 printf 'start-up, empty case, whole container run: %s s (peak %s MiB)\n' "$empty_s" "$empty_mib"
 [ -n "$smallest_2d" ] && printf 'smallest 2D case, whole container run: %s s (%s; target <= 2 s, not enforced here)\n' \
@@ -285,6 +331,7 @@ printf 'same folder, container run as a fixed user (--user 1000, as the official
 printf 'memory guard (-m 8G, a 400x4096x4096 header): exit %s, "%s"; written: %s\n' "$memory_rc" "$memory_line" \
   "$memory_written"
 printf 'disk guard (outputs on a 4 KiB tmpfs): exit %s, "%s"; %s\n' "$disk_rc" "$disk_line" "$disk_left"
+printf 'service in the image: %s\n' "$serve_line"
 printf 'hadolint Dockerfile: %s\n' "$hadolint_result"
 [ "$hadolint_result" = clean ] || failures=$((failures + 1))
 [ "$size_mb" -le 800 ] || { echo "image larger than 800 MB" >&2; failures=$((failures + 1)); }

@@ -150,10 +150,11 @@ def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path, checkpoint_
 
 
 def test_runtime_requirements_are_what_the_runtime_path_imports():
-    """The runtime image installs requirements/runtime.txt alone: no torch, no SciPy there."""
+    """The runtime image installs requirements/runtime.txt alone: no torch, no SciPy, no SimpleITK there; the
+    service's FastAPI and uvicorn are in it."""
     names = {line.split(">")[0].split("=")[0].strip() for line in (ROOT / "requirements/runtime.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
-    assert names == {"numpy", "opencv-python-headless", "click", "tqdm", "openvino"}
+    assert names == {"numpy", "opencv-python-headless", "click", "tqdm", "openvino", "fastapi", "uvicorn", "python-multipart"}
 
 
 def test_export_of_an_older_format_is_refused(exports, tmp_path):
@@ -163,7 +164,7 @@ def test_export_of_an_older_format_is_refused(exports, tmp_path):
     manifest["format"] = 1
     (old / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(main, ["check", "--export-dir", old, "--engine", "openvino"])
-    assert result.exit_code == 2 and "expected 2; re-run `medsam-lite export`" in result.stderr
+    assert result.exit_code == 2 and "expected 3; re-run `medsam-lite export`" in result.stderr
 
 
 def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
@@ -172,7 +173,7 @@ def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
     result = CliRunner().invoke(main, ["check", "--export-dir", export_dir, "--engine", "openvino"])
     assert result.exit_code == 0, result.stderr
     assert "openvino f32 engine" in result.stdout
-    assert len(list((export_dir / "cache").iterdir())) == 3  # encoder, decoder image part, decoder box part
+    assert len(list((export_dir / "cache").iterdir())) == 4  # encoder, decoder image part, box part, point part
     missing = CliRunner().invoke(main, ["check", "--export-dir", tmp_path / "none", "--engine", "openvino"])
     assert missing.exit_code == 2 and "medsam-lite export" in missing.stderr
 

@@ -77,7 +77,6 @@ class OpenVINOEngine:
             self.encoder = core.compile_model(self.export_dir / encoder_file, "CPU", config)
             self.decoder_image = core.compile_model(self.export_dir / MODEL_FILES["decoder_image"], "CPU", config)
             self.decoder = core.compile_model(self.export_dir / MODEL_FILES["decoder"], "CPU", config)
-            self.decoder_prompts = core.compile_model(self.export_dir / MODEL_FILES["decoder_prompts"], "CPU", config)
         except RuntimeError as exc:
             reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
             raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
@@ -85,7 +84,8 @@ class OpenVINOEngine:
         self._encode_request = self.encoder.create_infer_request()
         self._prepare_request = self.decoder_image.create_infer_request()
         self._decode_request = self.decoder.create_infer_request()
-        self._prompt_request = self.decoder_prompts.create_infer_request()
+        self._core, self._config = core, config
+        self._prompt_request = None  # the point-prompt decoder: compiled on first use (the service), not by predict
         self.encoder_passes = 0
 
     def encode(self, image: np.ndarray) -> np.ndarray:
@@ -112,8 +112,20 @@ class OpenVINOEngine:
             parts.append(self._decode_request.get_output_tensor(0).data[:, 0].copy())
         return np.concatenate(parts)
 
+    def compile_prompt_decoder(self) -> None:
+        """Compile the point-prompt decoder now (``check`` and ``serve`` do; ``predict`` never needs it)."""
+        if self._prompt_request is None:
+            try:
+                compiled = self._core.compile_model(self.export_dir / MODEL_FILES["decoder_prompts"], "CPU", self._config)
+            except RuntimeError as exc:
+                reason = " ".join(str(exc).split())
+                raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
+                                  f"re-run `medsam-lite export`") from exc
+            self._prompt_request = compiled.create_infer_request()
+
     def prompt_logits(self, embedding: np.ndarray, coords_256: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, 2) points at 256 with SAM labels (K,) -> logits of the four mask tokens (4, 256, 256), IoU (4,)."""
+        self.compile_prompt_decoder()
         with stage("decoder"):
             prepared = self._prepare_request.infer([embedding])
             inputs = [np.ascontiguousarray(prepared[i]) for i in range(len(DECODER_IMAGE_OUTPUTS))]

@@ -3,7 +3,7 @@ maps written back as NIfTI with the input's geometry. SimpleITK is imported on f
 from __future__ import annotations
 
 import contextlib
-import os
+import errno
 import shutil
 import tempfile
 import zipfile
@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..optional import MissingDependency, missing
+from ..outputs import atomic_path
 from .image import Geometry, ImageData, ImageError, case_name
 
 IO_EXTRA = 'pip install -e .  (SimpleITK is one of its dependencies; alone: pip install SimpleITK)'
@@ -183,16 +184,10 @@ def write_labels_medical(path: Path, labels: np.ndarray, geometry: Geometry | No
         image.SetSpacing(geometry.spacing)
         image.SetDirection(geometry.direction)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix) as tmp:
         try:
-            SimpleITK.WriteImage(image, tmp, useCompression=True)
+            SimpleITK.WriteImage(image, str(tmp), useCompression=True)
         except RuntimeError as exc:
-            raise OSError(f"SimpleITK could not write {path}: {_itk_reason(exc)}") from exc
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            reason = _itk_reason(exc)
+            code = errno.ENOSPC if "space" in reason.lower() else errno.EIO
+            raise OSError(code, f"SimpleITK could not write {path}: {reason}") from exc

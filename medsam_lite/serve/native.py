@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from .encode import MEDIA, encode, npz_bytes
-from .schemas import ImageInfo, Info, MaskFormat, SegmentRequest
+from .schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
 from .service import VERSION, Service
 from .store import StoredImage
 from .uploads import Intensity, UploadError, read_case_npz
@@ -35,7 +35,8 @@ def _stored(service: Service, image_id: str) -> StoredImage:
 def _info(stored: StoredImage, existed: bool = False) -> ImageInfo:
     m = stored.meta
     return ImageInfo(id=stored.id, name=m.name, kind=m.kind, is_3d=m.is_3d, shape=m.shape, boxes=m.boxes,
-                     spacing=m.spacing, geometry=m.geometry, modality=m.modality, has_gts=m.has_gts, existed=existed)
+                     spacing=m.spacing, geometry=m.geometry, modality=m.modality, has_gts=m.has_gts,
+                     value_range=m.value_range, existed=existed)
 
 
 @router.get("/healthz", tags=["service"])
@@ -103,6 +104,38 @@ async def image_slice(request: Request, image_id: str, z: int = Query(0, ge=0)) 
     return Response(encoded.tobytes(), media_type="image/png")
 
 
+@router.get("/v1/images/{image_id}/pixels", tags=["images"],
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "float32, row-major"}})
+async def image_pixels(request: Request, image_id: str, z: int = Query(0, ge=0)) -> Response:
+    """The stored values of slice ``z`` (HU for a CT volume; the uint8 image otherwise) as little-endian float32,
+    for windowing on the client. ``X-Shape``: H,W (or H,W,3)."""
+    stored = _stored(_service(request), image_id)
+    raw = stored.raw()
+    if stored.meta.is_3d:
+        if z >= raw.shape[0]:
+            raise UploadError(422, f"slice {z} is outside the volume (0..{raw.shape[0] - 1})")
+        raw = raw[z]
+    values = np.ascontiguousarray(raw, dtype="<f4")
+    return Response(values.tobytes(), media_type="application/octet-stream",
+                    headers={"X-Shape": ",".join(map(str, values.shape))})
+
+
+@router.post("/v1/images/{image_id}/export", tags=["images"],
+             responses={200: {"content": {"application/octet-stream": {}, "image/png": {}}}})
+async def export_labels(request: Request, image_id: str, body: LabelMap,
+                        format: MaskFormat = Query("npz", description="npz (segs), nifti, png (2D)")) -> Response:
+    """A label map made on the client (e.g. the web page), written as npz/NIfTI/PNG with the image's geometry."""
+    stored = _stored(_service(request), image_id)
+    shape = stored.meta.shape if stored.meta.is_3d else stored.meta.shape[:2]
+    if body.shape != list(shape) or len(body.values) != len(body.lengths) or sum(body.lengths) != int(np.prod(shape)) \
+            or any(v < 0 or v > 65535 for v in body.values) or any(n < 0 for n in body.lengths):
+        raise UploadError(422, f"the label map must be runs filling the image's shape {list(shape)} with values 0..65535")
+    values = np.array(body.values, dtype=np.int64)
+    dtype = np.uint8 if values.size == 0 or values.max() <= 255 else np.uint16
+    labels = np.repeat(values.astype(dtype), body.lengths).reshape(shape)
+    return _reply(labels, format, stored, None)
+
+
 @router.delete("/v1/images/{image_id}", status_code=204, tags=["images"])
 async def delete_image(request: Request, image_id: str) -> Response:
     """Remove an image and its cached embeddings."""
@@ -113,8 +146,8 @@ async def delete_image(request: Request, image_id: str) -> Response:
 
 
 def _reply(labels: np.ndarray, fmt: str, stored: StoredImage, timing) -> Response:
-    headers = {"X-Compute-Seconds": f"{timing.seconds:.4f}", "X-Slices-Encoded": str(timing.encoded),
-               "X-Slices-Cached": str(timing.cached)}
+    headers = {} if timing is None else {"X-Compute-Seconds": f"{timing.seconds:.4f}",
+                                         "X-Slices-Encoded": str(timing.encoded), "X-Slices-Cached": str(timing.cached)}
     try:
         out = encode(labels, fmt, stored.meta)
     except ValueError as exc:

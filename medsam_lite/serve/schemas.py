@@ -21,6 +21,7 @@ class ImageInfo(BaseModel):
     geometry: Optional[dict] = Field(None, description="origin, spacing, direction of a medical image")
     modality: Optional[str] = Field(None, description="intensity rule applied (CT, MR, other, raw, picture)")
     has_gts: bool = False
+    value_range: list[float] = Field([0.0, 255.0], description="min, max of the stored values (HU for CT)")
     existed: bool = Field(False, description="the same bytes were already stored")
 
 
@@ -34,6 +35,14 @@ class SegmentRequest(BaseModel):
     boxes: Optional[list[Union[list[int], dict[str, int]]]] = None
     slice: Optional[int] = Field(None, ge=0)
     labels: Optional[list[int]] = Field(None, description="label value of each box (default 1..N)")
+
+
+class LabelMap(BaseModel):
+    """A label map as ``format=rle`` gives it: ``values[i]`` repeated ``lengths[i]`` times, row-major."""
+
+    shape: list[int]
+    values: list[int]
+    lengths: list[int]
 
 
 class Info(BaseModel):

@@ -70,10 +70,10 @@ class Service:
             if found is not None and (found.meta.kind != "medical" or intensity.modality in (None, found.meta.modality)):
                 return found, True
             suffix = sniff_suffix(head, client_name)
-            image, meta, gts = decode_file(path, suffix, client_name, intensity, self.settings.max_pixels)
+            image, meta, gts, raw = decode_file(path, suffix, client_name, intensity, self.settings.max_pixels)
             if found is not None:
                 self.predictor.forget(image_id)
-            if not self.store.put(image_id, image, meta, gts):
+            if not self.store.put(image_id, image, meta, gts, raw):
                 raise UploadError(413, f"the image needs {image.nbytes / MIB:,.0f} MiB, more than the store holds "
                                        f"({self.settings.store_mb:,} MiB, --store-mb)")
             return self.store.get(image_id), False

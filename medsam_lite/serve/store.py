@@ -32,6 +32,8 @@ class ImageMeta:
     geometry: dict | None = None  # origin, spacing, direction of a medical image
     modality: str | None = None  # the intensity rule applied
     has_gts: bool = False
+    has_raw: bool = False  # the values as stored in the file (HU for CT) are kept for display windowing
+    value_range: list[float] = field(default_factory=lambda: [0.0, 255.0])  # of those values
 
 
 @dataclass
@@ -43,6 +45,10 @@ class StoredImage:
 
     def gts(self) -> np.ndarray | None:
         return np.load(self.folder / "gts.npy") if self.meta.has_gts else None
+
+    def raw(self) -> np.ndarray:
+        """The values as stored in the uploaded file (memory-mapped), else the model image."""
+        return np.load(self.folder / "raw.npy", mmap_mode="r") if self.meta.has_raw else self.image
 
 
 def _is_id(name: str) -> bool:
@@ -72,17 +78,19 @@ class ImageStore:
         if self._on_evict:
             self._on_evict(image_id)
 
-    def put(self, image_id: str, image: np.ndarray, meta: ImageMeta, gts: np.ndarray | None = None) -> bool:
-        """Store an image; False when it alone is larger than the store."""
-        nbytes = image.nbytes + (gts.nbytes if gts is not None else 0)
+    def put(self, image_id: str, image: np.ndarray, meta: ImageMeta, gts: np.ndarray | None = None,
+            raw: np.ndarray | None = None) -> bool:
+        """Store an image (and its ground truth, and its stored values); False when it is larger than the store."""
+        nbytes = sum(a.nbytes for a in (image, gts, raw) if a is not None)
         if nbytes > self._lru.capacity:
             return False
-        meta.has_gts = gts is not None
+        meta.has_gts, meta.has_raw = gts is not None, raw is not None
         tmp = Path(tempfile.mkdtemp(prefix=".entry-", dir=self.root))
         try:
             np.save(tmp / "image.npy", np.ascontiguousarray(image))
-            if gts is not None:
-                np.save(tmp / "gts.npy", np.ascontiguousarray(gts))
+            for name, array in (("gts", gts), ("raw", raw)):
+                if array is not None:
+                    np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
             (tmp / "meta.json").write_text(json.dumps(asdict(meta)))
             with self._lock:
                 target = self.root / image_id

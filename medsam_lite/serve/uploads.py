@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..cases import CaseError, Case, is_3d_name, load_case
+from ..cases import Case, CaseError, load_case
+from ..optional import MissingDependency
 from ..io.image import IMAGE_SUFFIXES, ImageError, image_suffix
 from .store import ImageMeta
 
@@ -115,7 +116,8 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
     name = safe_name(client_name)
     if not (name.startswith("2D") or name.startswith("3D")):
         name = ("3DBox_" if len(shape) == 3 and shape[-1] != 3 else "2DBox_") + name
-    named = path.parent / (name if name.endswith(".npz") else name + ".npz")
+    folder = Path(tempfile.mkdtemp(prefix="read-", dir=path.parent))  # this upload's own: names cannot collide
+    named = folder / (name if name.endswith(".npz") else name + ".npz")
     shutil.move(path, named)
     try:
         return load_case(named)
@@ -123,11 +125,12 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
         raise UploadError(422, str(exc)) from exc
     finally:
         shutil.move(named, path)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Intensity,
-                max_pixels: int) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
-    """The uploaded file -> (model image uint8, meta, gts or None)."""
+                max_pixels: int) -> tuple[np.ndarray, ImageMeta, np.ndarray | None, np.ndarray | None]:
+    """The uploaded file -> (model image uint8, meta, gts or None, the stored values of a medical image or None)."""
     name = safe_name(client_name)
     if suffix == ".npz":
         case = read_case_npz(path, client_name, max_pixels)
@@ -137,11 +140,12 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
         if gts is not None and gts.shape != case.image.shape[: gts.ndim]:
             gts = None
         meta = ImageMeta(name, "npz", case.is_3d, list(case.image.shape), case.boxes.tolist(), spacing)
-        return case.image, meta, gts
+        return case.image, meta, gts, None
     from ..image_case import model_image, resolve_modality
     from ..io.read import read_image
 
-    typed = path.with_name("upload" + suffix)
+    folder = Path(tempfile.mkdtemp(prefix="read-", dir=path.parent))  # this upload's own: names cannot collide
+    typed = folder / ("upload" + suffix)
     shutil.move(path, typed)
     try:
         if suffix in (".png", ".jpg", ".jpeg"):
@@ -150,6 +154,11 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
                 _check_pixels(size[0] * size[1], size[::-1], max_pixels)
         try:
             data = read_image(typed)
+        except MissingDependency as exc:
+            raise UploadError(415, f"{name}: this server cannot read {suffix} files: {exc}") from exc
+        except (ImageError, CaseError) as exc:
+            raise UploadError(422, f"{name}: {exc}") from exc
+        try:
             modality = resolve_modality(data, intensity.modality)
             window = (intensity.window or (40.0, 400.0)) if modality == "CT" else None
             image = model_image(data, modality, window)
@@ -162,9 +171,14 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
                         "direction": list(data.geometry.direction)}
         meta = ImageMeta(name, "picture" if data.kind == "raster" else "medical", data.is_3d, list(image.shape),
                          spacing=geometry["spacing"] if geometry else None, geometry=geometry, modality=modality)
-        return image, meta, None
+        raw = None
+        if data.kind == "medical" and not data.is_vector:
+            raw = np.asarray(data.pixels).reshape(image.shape if data.is_3d else image.shape[:2])
+            meta.value_range = [float(raw.min()), float(raw.max())]
+        return image, meta, None, raw
     finally:
         shutil.move(typed, path)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:

@@ -1,0 +1,251 @@
+"""The web page served at / by `medsam-lite serve`, in a real browser (Debian's Chromium driven by Playwright):
+open a case, draw its box with the mouse, run stored boxes, download the result and compare it with
+`predict`; window/level changes what is drawn; a bad file shows the server's error in words.
+
+Skipped with a reason where no Chromium is installed; `MEDSAM_LITE_REQUIRE_BROWSER=1` (CI) makes that a
+failure. Screenshots of each step go to $MEDSAM_LITE_SCREENSHOTS (default: test-screenshots/, not committed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medsam_lite.cli import main
+
+from .conftest import ROOT, shared_path
+
+CHROMIUM = os.environ.get("MEDSAM_LITE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRE_BROWSER = os.environ.get("MEDSAM_LITE_REQUIRE_BROWSER", "") not in ("", "0")
+SCREENSHOTS = Path(os.environ.get("MEDSAM_LITE_SCREENSHOTS") or ROOT / "test-screenshots")
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+XRAY = "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz"
+LESION = "3DBox_CT_Lesion_000001_02_01_008-023.npz"
+
+
+def _need_browser():
+    missing = []
+    if CHROMIUM is None:
+        missing.append("a Chromium browser (Debian: apt-get install chromium chromium-driver)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("Playwright for Python (pip install playwright)")
+    if missing:
+        reason = f"browser tests need {' and '.join(missing)}"
+        if REQUIRE_BROWSER:
+            pytest.fail(f"MEDSAM_LITE_REQUIRE_BROWSER is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(exports, tmp_path_factory):
+    """``server(which)``: the URL of a `medsam-lite serve` on 127.0.0.1 with that export (one per module)."""
+    started = {}
+
+    def start(which: str) -> str:
+        if which not in started:
+            port = _free_port()
+            store = tmp_path_factory.mktemp(f"page-store-{which}")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "medsam_lite", "serve", "--port", str(port), "--export-dir", str(exports(which)),
+                 "--store-dir", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(url + "/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.25)
+            else:
+                process.kill()
+                pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
+            started[which] = (url, process)
+        return started[which][0]
+
+    yield start
+    for _, process in started.values():
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _shot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def _open(page, url: str, path: Path, modality: str = "") -> dict:
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+    if modality:
+        page.select_option("#modality", modality)
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("window.medsam.state.info !== null && document.getElementById('progress').hidden")
+    return page.evaluate("window.medsam.state.info")
+
+
+def _drag_box(page, box) -> None:
+    """Press on the centre of pixel (x_min, y_min), release on that of (x_max, y_max)."""
+    x0, y0, x1, y1 = box
+    start = page.evaluate("([x, y]) => window.medsam.imageToClient(x, y)", [x0 + 0.5, y0 + 0.5])
+    end = page.evaluate("([x, y]) => window.medsam.imageToClient(x, y)", [x1 + 0.5, y1 + 0.5])
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+
+
+def _labels_made(page, count: int) -> None:
+    page.wait_for_function(f"window.medsam.state.labels.entries.length === {count} "
+                           "&& document.getElementById('progress').hidden", timeout=120000)
+
+
+def _download(page, kind: str, tmp_path: Path) -> Path:
+    page.click("#download-menu")
+    with page.expect_download() as info:
+        page.click(f"[data-download='{kind}']")
+    target = tmp_path / info.value.suggested_filename
+    info.value.save_as(target)
+    return target
+
+
+def _predict(case: Path, export: Path, tmp_path: Path) -> np.ndarray:
+    inputs = tmp_path / "in"
+    inputs.mkdir(exist_ok=True)
+    shutil.copy(case, inputs / case.name)
+    result = CliRunner().invoke(main, ["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "--export-dir",
+                                       str(export), "-q"])
+    assert result.exit_code == 0, result.stderr
+    return np.load(tmp_path / "out" / case.name)["segs"]
+
+
+def _canvas_sum(page) -> int:
+    return page.evaluate("""() => { const c = document.getElementById('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2]; return s; }""")
+
+
+def test_2d_xray_box_drawn_with_the_mouse_gives_predicts_mask(page, server, exports, tmp_path):
+    case = shared_path("cases", "imgs", XRAY)
+    info = _open(page, server("demo"), case)
+    assert info["boxes"] == np.load(case)["boxes"].tolist()
+    box = info["boxes"][0]
+    _drag_box(page, box)
+    _labels_made(page, 1)
+    assert page.evaluate("window.medsam.state.labels.entries[0].boxes[0]") == box  # the mouse gave exactly the box
+    _shot(page, "1-2d-xray-result.png")
+    segs = np.load(_download(page, "npz", tmp_path))["segs"]
+    assert np.array_equal(segs, _predict(case, exports("demo"), tmp_path))
+    png = _download(page, "png", tmp_path)
+    import cv2
+
+    assert np.array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), segs)
+    boxes = json.loads(_download(page, "boxes", tmp_path).read_text())
+    assert boxes == {"boxes": [box], "labels": [1]}
+    # a second box on the encoded image: decoder only, timed in the page from mouse-up to the mask drawn
+    _drag_box(page, [box[0] + 10, box[1] + 5, box[2] - 10, box[3] - 5])
+    _labels_made(page, 2)
+    timing = page.evaluate("window.medsam.timings[window.medsam.timings.length - 1]")
+    assert timing["encoded"] == 0
+    print(f"second box on the encoded 1024x1024 X-ray: mask drawn {timing['ms']:.0f} ms after mouse-up "
+          f"(server {timing['server_ms']:.0f} ms)")
+    page.keyboard.press("Control+z")
+    _labels_made(page, 1)
+
+
+def test_3d_ct_stored_box_gives_predicts_segmentation(page, server, exports, tmp_path):
+    case = shared_path("cases", "imgs", LESION)
+    info = _open(page, server("demo"), case)
+    assert info["is_3d"] and page.is_visible("#slice")
+    page.click("#segment-all")
+    _labels_made(page, 1)
+    z = page.evaluate("window.medsam.state.z")
+    assert z == int((info["boxes"][0][5] - info["boxes"][0][2]) / 2 + info["boxes"][0][2])
+    _shot(page, "2-3d-ct-result-with-slice-slider.png")
+    segs = np.load(_download(page, "npz", tmp_path))["segs"]
+    assert np.array_equal(segs, _predict(case, exports("demo"), tmp_path))
+    before = page.evaluate("window.medsam.state.z")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function(f"window.medsam.state.z === {before + 1}")
+    assert page.text_content("#slice-number").startswith(str(before + 1))
+
+
+def test_window_level_changes_what_is_drawn(page, server, tmp_path):
+    from .imagefiles import write_medical
+
+    volume = np.load(ROOT / "test_demo/imgs/3DBox_Synthetic_ellipsoids.npz")["imgs"].astype(np.int16) * 6 - 900
+    path = write_medical(tmp_path / "ct_hu.nii.gz", volume, (0.8, 0.8, 2.5))
+    info = _open(page, server("seeded"), path, modality="CT")
+    assert info["kind"] == "medical" and info["value_range"] == [float(volume.min()), float(volume.max())]
+    assert page.text_content("#window-text") == "L 40 / W 400"
+    abdomen = _canvas_sum(page)
+    page.click("[data-preset='lung']")
+    page.wait_for_function("document.getElementById('window-text').textContent === 'L -600 / W 1500'")
+    assert _canvas_sum(page) != abdomen
+    lung = _canvas_sum(page)
+    centre = page.evaluate("window.medsam.imageToClient(96, 80)")
+    page.keyboard.down("Shift")
+    page.mouse.move(*centre)
+    page.mouse.down()
+    page.mouse.move(centre[0] + 60, centre[1] + 40, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.text_content("#window-text") != "L -600 / W 1500" and _canvas_sum(page) != lung
+    _shot(page, "3-window-level.png")
+
+
+def test_an_invalid_file_shows_the_error_in_words(page, server, tmp_path):
+    bad = tmp_path / "2DBox_broken.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a real npz")
+    page.goto(server("seeded") + "/")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    text = page.text_content("#error-text")
+    assert text.startswith("The server could not use it:") and "npz" in text
+    _shot(page, "4-invalid-file-error.png")
+    help_panel = page.locator("#help")
+    page.keyboard.press("?")
+    assert help_panel.is_visible() and "window / level" in help_panel.text_content()
