@@ -81,15 +81,23 @@ def signed_area(ring: Ring) -> float:
     return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring[:-1], ring[1:]))
 
 
+# The pixel on the right of a boundary edge leaving vertex (x, y) in direction (dx, dy), as (row, column) offsets.
+_RIGHT_PIXEL = {(1, 0): (0, 0), (0, 1): (0, -1), (-1, 0): (-1, -1), (0, -1): (-1, 0)}
+
+
 def mask_polygons(mask: np.ndarray) -> list[list[Ring]]:
-    """(H, W) bool -> one polygon per 4-connected component: [outer ring, hole rings...], in pixel corners."""
-    count, components, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    """(H, W) bool -> one polygon per 4-connected component: [outer ring, hole rings...], in pixel corners.
+
+    All rings are traced at once; each belongs to the component of the foreground pixel on its right."""
+    count, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    grouped: dict[int, list[Ring]] = {}
+    for ring in _rings(mask):
+        (x0, y0), (x1, y1) = ring[0], ring[1]
+        dr, dc = _RIGHT_PIXEL[((x1 > x0) - (x1 < x0), (y1 > y0) - (y1 < y0))]
+        grouped.setdefault(int(components[y0 + dr, x0 + dc]), []).append(ring)
     polygons = []
-    for label in range(1, count):
-        x, y, w, h = (int(v) for v in stats[label, :4])
-        part = components[y : y + h, x : x + w] == label
-        rings = [[(px + x, py + y) for px, py in ring] for ring in _rings(part)]
-        rings.sort(key=signed_area, reverse=True)
+    for label in sorted(grouped):
+        rings = sorted(grouped[label], key=signed_area, reverse=True)
         polygons.append(rings)
     return polygons
 

@@ -133,7 +133,7 @@ async def export_labels(request: Request, image_id: str, body: LabelMap,
     values = np.array(body.values, dtype=np.int64)
     dtype = np.uint8 if values.size == 0 or values.max() <= 255 else np.uint16
     labels = np.repeat(values.astype(dtype), body.lengths).reshape(shape)
-    return _reply(labels, format, stored, None)
+    return await run_in_threadpool(_reply, labels, format, stored, None)
 
 
 @router.delete("/v1/images/{image_id}", status_code=204, tags=["images"])
@@ -168,7 +168,7 @@ async def segment(request: Request, image_id: str, body: SegmentRequest,
     service = _service(request)
     stored = _stored(service, image_id)
     labels, timing = await service.worker.run(service.segment, stored, body.boxes, body.slice, body.labels)
-    return _reply(labels, format, stored, timing)
+    return await run_in_threadpool(_reply, labels, format, stored, timing)  # encoding off the event loop
 
 
 @router.post("/v1/predict", tags=["segment"],

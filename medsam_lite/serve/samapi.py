@@ -81,7 +81,12 @@ async def predict_sam(request: Request, body: SAMBody) -> list[dict]:
         raise UploadError(422, "give a bbox or point_coords")
     masks, _ = await service.worker.run(service.predictor.prompt, ("sam", key), 0, image, points, labels, box,
                                         body.multimask_output)
-    features = [_feature(m.mask, i, m.iou, body.type) for i, m in enumerate(masks)]
+    return await run_in_threadpool(_features, [(m.mask, m.iou) for m in masks], body.type)
+
+
+def _features(masks: list[tuple[np.ndarray, float]], model: Optional[str]) -> list[dict]:
+    """GeoJSON Features of the non-empty masks (polygon tracing runs off the event loop)."""
+    features = [_feature(mask, i, quality, model) for i, (mask, quality) in enumerate(masks)]
     return [f for f in features if f is not None]
 
 
@@ -106,8 +111,7 @@ async def automask(request: Request, body: SAMAutoMaskBody) -> list[dict]:
         found = await service.worker.run(run)
     except ValueError as exc:
         raise UploadError(422, str(exc)) from exc
-    features = [_feature(a.mask, i, a.iou, body.type) for i, a in enumerate(found)]
-    return [f for f in features if f is not None]
+    return await run_in_threadpool(_features, [(a.mask, a.iou) for a in found], body.type)
 
 
 def _weights(service: Service, model_type: str) -> dict:
