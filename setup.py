@@ -17,6 +17,7 @@ setup(
     version="0.1.0",
     description="Exact, fast CPU inference and evaluation for LiteMedSAM (CVPR 'MedSAM on Laptop' format)",
     packages=find_packages(include=["medsam_lite", "medsam_lite.*", "evaluation", "evaluation.*"]),
+    package_data={"medsam_lite.serve": ["static/*"]},  # the web page
     python_requires=">=3.10",
     install_requires=requirements("runtime", "evaluate", "io"),
     extras_require={

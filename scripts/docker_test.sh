@@ -276,7 +276,8 @@ fi
 
 # 10. The service in the image: `medsam-lite serve` with a token on 127.0.0.1 (host network: this test's dockerd
 # runs without a bridge; elsewhere `-p 8000:8000 ... --host 0.0.0.0` as the README says). /healthz answers
-# without the token, /v1/info not; one POST /v1/predict of the X-ray equals the local CLI's output for it.
+# without the token, /v1/info not; the web page is served; one POST /v1/predict of the X-ray equals the local
+# CLI's output for it.
 serve_case=2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz
 serve_id=$(echo "${serve_case%.npz}" | tr -c 'A-Za-z0-9_.-' '-' | cut -c1-60)
 serve_port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
@@ -304,6 +305,10 @@ except urllib.error.HTTPError as exc:
     unauthorised = exc.code
 auth = {"Authorization": "Bearer docker-test"}
 info = json.load(urllib.request.urlopen(urllib.request.Request(base + "/v1/info", headers=auth)))
+page = urllib.request.urlopen(urllib.request.Request(base + "/", headers=auth)).read()
+script = urllib.request.urlopen(urllib.request.Request(base + "/app.js", headers=auth)).read()
+if b"<canvas" not in page or b"segmentBox" not in script:
+    print("the web page is not served from the image"); sys.exit(1)
 body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + case.rsplit("/", 1)[-1].encode()
         + b'"\r\n\r\n' + open(case, "rb").read() + b"\r\n--b--\r\n")
 start = time.perf_counter()
@@ -311,7 +316,7 @@ reply = urllib.request.urlopen(urllib.request.Request(base + "/v1/predict", data
     **auth, "Content-Type": "multipart/form-data; boundary=b"})).read()
 seconds = time.perf_counter() - start
 same = np.array_equal(np.load(io.BytesIO(reply))["segs"], np.load(local)["segs"])
-print(f"healthz ok, no token -> {unauthorised}, engine {info['engine']}, POST /v1/predict {seconds:.2f} s, "
+print(f"healthz ok, no token -> {unauthorised}, web page served, engine {info['engine']}, POST /v1/predict {seconds:.2f} s, "
       f"identical to the CLI: {'yes' if same else 'NO'}")
 sys.exit(0 if same and unauthorised == 401 else 1)
 PY

@@ -60,13 +60,14 @@ def server(exports, tmp_path_factory):
     """``server(which)``: the URL of a `medsam-lite serve` on 127.0.0.1 with that export (one per module)."""
     started = {}
 
-    def start(which: str) -> str:
-        if which not in started:
+    def start(which: str, token: str | None = None) -> str:
+        if (which, token) not in started:
             port = _free_port()
             store = tmp_path_factory.mktemp(f"page-store-{which}")
             process = subprocess.Popen(
                 [sys.executable, "-m", "medsam_lite", "serve", "--port", str(port), "--export-dir", str(exports(which)),
-                 "--store-dir", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 "--store-dir", str(store), *(["--token", token] if token else [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             url = f"http://127.0.0.1:{port}"
             for _ in range(120):
                 try:
@@ -77,8 +78,8 @@ def server(exports, tmp_path_factory):
             else:
                 process.kill()
                 pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
-            started[which] = (url, process)
-        return started[which][0]
+            started[(which, token)] = (url, process)
+        return started[(which, token)][0]
 
     yield start
     for _, process in started.values():
@@ -249,3 +250,18 @@ def test_an_invalid_file_shows_the_error_in_words(page, server, tmp_path):
     help_panel = page.locator("#help")
     page.keyboard.press("?")
     assert help_panel.is_visible() and "window / level" in help_panel.text_content()
+
+
+def test_the_token_is_asked_once_and_kept_for_the_session(page, server):
+    url = server("seeded", token="page-secret")
+    page.goto(url + "/")
+    page.wait_for_selector("#token-dialog[open]")
+    page.fill("#token", "page-secret")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+    page.set_input_files("#file", str(ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz"))
+    page.wait_for_function("window.medsam.state.info !== null && document.getElementById('progress').hidden")
+    assert page.evaluate("window.medsam.state.info.boxes.length") == 2
+    page.reload()
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+    assert not page.is_visible("#token-dialog")  # kept in sessionStorage: not asked again

@@ -356,7 +356,8 @@ def test_bad_input_gets_a_4xx_with_a_message(client, tmp_path):
 def test_token_upload_limit_and_busy_queue(exports):
     with make_client(exports("seeded"), token="s3cret", max_upload_mb=1, queue_size=1) as c:
         assert c.get("/healthz").status_code == 200
-        assert c.get("/v1/info").status_code == 401
+        assert c.get("/").status_code == 200 and c.get("/app.js").status_code == 200  # the page asks for the token
+        assert c.get("/v1/info").status_code == 401 and c.get("/openapi.json").status_code == 401
         assert c.get("/v1/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/sam/weights/", headers={"X-Token": "wrong"}).status_code == 401
         auth = {"Authorization": "Bearer s3cret"}

@@ -69,14 +69,18 @@ class BodyLimit:
 
 
 class TokenGuard:
-    """With a token set, every path but /healthz needs it: ``Authorization: Bearer T``, ``X-Token: T`` or
-    ``?token=T`` (for a browser opening the docs page); 401 otherwise."""
+    """With a token set, every endpoint but /healthz needs it: ``Authorization: Bearer T``, ``X-Token: T`` or
+    ``?token=T``; 401 otherwise. The web page's own static files (no data in them) load without it, so that the
+    page can ask for the token and send it with every request it makes."""
 
     def __init__(self, app, token: str | None) -> None:
         self.app, self.token = app, token
+        page = {f"/{p.name}" for p in STATIC.iterdir()} | {"/"} if STATIC.is_dir() else set()
+        self.open_paths = set(OPEN_PATHS) | page
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.token or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or not self.token or scope["method"] == "OPTIONS" or (
+                scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD")):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-token", b"").decode("latin-1")
