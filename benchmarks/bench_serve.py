@@ -110,8 +110,8 @@ def start_server(args, port: int, store: Path) -> subprocess.Popen:
     if args.threads:
         command += ["--threads", str(args.threads)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.time() + 180
+    while time.time() < deadline and server.poll() is None:
         try:
             if Client(port).request("GET", "/healthz")[0] == 200:
                 return server

@@ -69,15 +69,16 @@ def server(exports, tmp_path_factory):
                  "--store-dir", str(store), *(["--token", token] if token else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             url = f"http://127.0.0.1:{port}"
-            for _ in range(120):
+            deadline = time.monotonic() + 180  # a fresh environment's first start compiles every module's bytecode
+            while True:
                 try:
-                    urllib.request.urlopen(url + "/healthz", timeout=1)
+                    urllib.request.urlopen(url + "/healthz", timeout=2)
                     break
                 except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        process.kill()
+                        pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
                     time.sleep(0.25)
-            else:
-                process.kill()
-                pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
             started[(which, token)] = (url, process)
         return started[(which, token)][0]
 
@@ -102,6 +103,7 @@ def browser():
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page = context.new_page()
+    page.set_default_timeout(90000)  # a loaded CI machine; the waits end as soon as the page is there
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
