@@ -212,6 +212,8 @@ def test_3d_ct_stored_box_gives_predicts_segmentation(page, server, exports, tmp
     before = page.evaluate("window.medsam.state.z")
     page.keyboard.press("ArrowUp")
     page.wait_for_function(f"window.medsam.state.z === {before + 1}")
+    # the slice number is written once the new slice's pixels are drawn
+    page.wait_for_function(f"document.getElementById('slice-number').textContent.startsWith('{before + 1} ')")
     assert page.text_content("#slice-number").startswith(str(before + 1))
 
 
