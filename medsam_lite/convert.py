@@ -15,6 +15,7 @@ import numpy as np
 from .cases import CaseError
 from .image_case import ImageOptions, model_image, resolve_modality
 from .io.image import Geometry, ImageError
+from .io.intensity import window_for
 from .io.prompts import label_values, tight_boxes
 from .outputs import write_with
 
@@ -43,7 +44,7 @@ def to_npz(image_path: Path, out: Path, options: ImageOptions, labels_path: Path
 
     data = read_image(image_path, options.series)
     modality = resolve_modality(data, options.modality)
-    window = (options.window or (40.0, 400.0)) if modality == "CT" else None
+    window = window_for(modality, options.window)
     imgs = model_image(data, modality, window)
     notes = []
     arrays: dict[str, np.ndarray] = {"imgs": imgs}

@@ -9,8 +9,8 @@ import numpy as np
 
 from .cases import Case, CaseError, check_boxes
 from .io.image import ImageData, ImageError, case_name, image_suffix
-from .io.intensity import grey_rgb, modality_of, to_uint8
-from .io.prompts import Prompts, boxes_from_json, boxes_from_label_map
+from .io.intensity import grey_rgb, modality_of, to_uint8, window_for
+from .io.prompts import Prompts, boxes_from_json, boxes_from_label_map, label_values_of
 
 
 @dataclass
@@ -47,9 +47,7 @@ class ImageCase:
 
     def label_values(self, segs: np.ndarray) -> np.ndarray:
         """Segmentation with labels 1..N (box order) -> the label values of the prompts, in the data's shape."""
-        lut = np.zeros(len(self.labels) + 1, dtype=self.label_dtype)
-        lut[1:] = self.labels
-        out = lut[segs]
+        out = label_values_of(segs, self.labels)
         return out.reshape(self.data.pixels.shape[:2] if self.data.is_vector else self.data.pixels.shape)
 
 
@@ -118,11 +116,7 @@ def _is_series(path: Path) -> bool:
 def image_case(data: ImageData, options: ImageOptions) -> ImageCase:
     """Build the case; CaseError/ImageError name what is wrong (bad prompts, boxes outside the image, ...)."""
     modality = resolve_modality(data, options.modality)
-    window = options.window if modality == "CT" else None
-    if modality == "CT" and window is None:
-        from .io.intensity import DEFAULT_WINDOW
-
-        window = DEFAULT_WINDOW
+    window = window_for(modality, options.window)
     image = model_image(data, modality, window)
     prompts = prompts_for(data, options)
     boxes, warnings = check_boxes(prompts.boxes, image.shape, data.is_3d)

@@ -56,6 +56,11 @@ def check_raw(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.uint8)
 
 
+def window_for(modality: str, window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The CT window a modality uses: ``window`` or the default (abdomen 40/400) for CT, None otherwise."""
+    return (window or DEFAULT_WINDOW) if modality == "CT" else None
+
+
 def to_uint8(pixels: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
     """Pixels as stored -> uint8 by ``modality`` (see the module docstring); ``window`` (level, width) for CT."""
     if modality == "CT":

@@ -107,6 +107,14 @@ def boxes_from_json(path: Path, is_3d: bool) -> Prompts:
     return Prompts(boxes, _labels(labels, len(boxes), where), z_middle, f"boxes from {where}")
 
 
+def label_values_of(segs: np.ndarray, values) -> np.ndarray:
+    """Labels 1..N in box order -> the label value of each box (0 stays 0); uint8, uint16 past 255."""
+    values = np.asarray(values, dtype=np.int64)
+    lut = np.zeros(len(values) + 1, dtype=np.uint8 if len(values) == 0 or values.max() <= 255 else np.uint16)
+    lut[1:] = values
+    return lut[segs]
+
+
 def tight_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label map (D, H, W) or (H, W) -> (label values (N,), boxes (N, 6) or (N, 4)) of each value > 0:
     ``[x_min, y_min, (z_min,) x_max, y_max, (z_max)]``, maxima inclusive, sorted by value."""

@@ -13,19 +13,47 @@ from .image import ImageData, ImageError, case_name
 MAX_PIXELS = 1 << 28  # 268 megapixels, checked from the header before decoding
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) from a PNG header without decoding (other formats: None, OpenCV's own limit applies)."""
-    with open(path, "rb") as handle:
-        head = handle.read(24)
+def header_size(head: bytes, handle=None) -> tuple[int, int] | None:
+    """(H, W) of a PNG or JPEG from its header, without decoding; None for other formats (OpenCV's own pixel
+    limit applies to those). ``head``: the file's first 32 bytes; ``handle``: the open file, for JPEG's markers."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-    return None
+    if head[:2] != b"\xff\xd8" or handle is None:
+        return None
+    handle.seek(2)
+    while True:
+        marker = handle.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            return None
+        kind, length = marker[1], int.from_bytes(marker[2:4], "big")
+        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+            frame = handle.read(5)
+            return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+        handle.seek(length - 2, 1)
+
+
+def file_header_size(path: Path) -> tuple[int, int] | None:
+    """``header_size`` of a file."""
+    with open(path, "rb") as handle:
+        return header_size(handle.read(32), handle)
+
+
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR(A) channel order -> RGB(A); one channel -> (H, W)."""
+    if pixels.ndim == 3:
+        if pixels.shape[2] == 3:
+            return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        if pixels.shape[2] == 4:
+            return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+        if pixels.shape[2] == 1:
+            return pixels[:, :, 0]
+    return pixels
 
 
 def read_raster_array(path: Path) -> np.ndarray:
     """(H, W) or (H, W, C) as stored, channels in RGB(A) order."""
     try:
-        size = _header_size(path)
+        size = file_header_size(path)
     except OSError as exc:
         raise ImageError(f"cannot read: {exc}") from exc
     if size is not None and size[0] * size[1] > MAX_PIXELS:
@@ -33,14 +61,7 @@ def read_raster_array(path: Path) -> np.ndarray:
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError("cannot read as an image (not a PNG/JPEG/BMP/TIFF file, truncated, or unsupported)")
-    if pixels.ndim == 3:
-        if pixels.shape[2] == 3:
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-        elif pixels.shape[2] == 4:
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
-        elif pixels.shape[2] == 1:
-            pixels = pixels[:, :, 0]
-    return pixels
+    return as_rgb(pixels)
 
 
 def read_raster(path: Path) -> ImageData:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..io.prompts import tight_boxes, widen_thin_boxes
+from ..io.prompts import label_values_of, tight_boxes, widen_thin_boxes
 from .encode import npz_bytes
 from .native import receive_upload
 from .service import Service
@@ -62,8 +62,7 @@ async def upload(request: Request, file: UploadFile = File(...)) -> JSONResponse
     return JSONResponse({"filename": name})
 
 
-def _segment_by_gts(service: Service, stored: StoredImage) -> np.ndarray:
-    gts = stored.gts()
+def _segment_by_gts(service: Service, stored: StoredImage, gts: np.ndarray) -> np.ndarray:
     image = stored.image
     segs = np.zeros(gts.shape, dtype=np.uint8 if gts.max(initial=0) <= 255 else np.uint16)
     planes = [(z, image[z], gts[z]) for z in range(gts.shape[0])] if stored.meta.is_3d else [(0, np.asarray(image), gts)]
@@ -73,9 +72,7 @@ def _segment_by_gts(service: Service, stored: StoredImage) -> np.ndarray:
             continue
         widen_thin_boxes(boxes, labels.shape)
         part, _ = service.predictor.boxes_2d(stored.id, z, plane, boxes, np.uint16)
-        lut = np.zeros(len(values) + 1, dtype=segs.dtype)
-        lut[1:] = values
-        mapped = lut[part]
+        mapped = label_values_of(part, values)
         if stored.meta.is_3d:
             segs[z] = mapped
         else:
@@ -93,8 +90,9 @@ async def segment(request: Request, filename: str = Query(...)) -> Response:
         raise UploadError(404, "File not found")
     if not stored.meta.has_gts:
         raise UploadError(422, f"{filename} has no gts: FastMedSAM segments by the boxes of the labels in gts")
-    segs = await service.worker.run(_segment_by_gts, service, stored)
-    arrays = {"imgs": np.asarray(stored.image), "gts": stored.gts(), "segs": segs}
+    gts = stored.gts()
+    segs = await service.worker.run(_segment_by_gts, service, stored, gts)
+    arrays = {"imgs": np.asarray(stored.image), "gts": gts, "segs": segs}
     if stored.meta.spacing is not None:
         arrays["spacing"] = np.array(stored.meta.spacing)
     return Response(npz_bytes(**arrays), media_type="application/octet-stream")

@@ -3,7 +3,6 @@ turn a request into a job (upload -> stored image; stored image + boxes -> label
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..cases import CaseError, check_boxes
 from ..engines import EngineChoice
+from ..io.prompts import label_values_of
 from ..layout2025 import boxes_from_dicts
 from .predictor import SlicePredictor, Timing
 from .settings import MIB, ServeSettings
@@ -114,9 +114,7 @@ class Service:
         else:
             segs, timing = self.predictor.boxes_2d(stored.id, 0, np.asarray(image), arr, dtype)
         if values is not None:
-            lut = np.zeros(len(arr) + 1, dtype=np.uint8 if max(values) <= 255 else np.uint16)
-            lut[1:] = values
-            segs = lut[segs]
+            segs = label_values_of(segs, values)
         return segs, timing
 
 
@@ -142,7 +140,3 @@ def _label_values(labels: list[int] | None, count: int) -> list[int] | None:
     if len(labels) != count or any(not 1 <= v <= 65535 for v in labels):
         raise UploadError(422, f"labels must be {count} integers 1..65535, one per box")
     return labels
-
-
-def remove_quietly(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

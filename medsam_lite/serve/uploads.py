@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ import numpy as np
 from ..cases import Case, CaseError, load_case
 from ..optional import MissingDependency
 from ..io.image import IMAGE_SUFFIXES, ImageError, image_suffix
+from ..io.intensity import window_for
+from ..io.raster import as_rgb, file_header_size, header_size
 from .store import ImageMeta
 
 
@@ -72,26 +75,6 @@ def sniff_suffix(head: bytes, client_name: str | None) -> str:
     if head[128:132] == b"DICM":
         return ".dcm"
     raise UploadError(415, f"not an image this service reads (npz, {', '.join(IMAGE_SUFFIXES)})")
-
-
-def _picture_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, without decoding; None for other formats."""
-    with open(path, "rb") as handle:
-        head = handle.read(32)
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
-            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        if head[:2] != b"\xff\xd8":
-            return None
-        handle.seek(2)
-        while True:
-            marker = handle.read(4)
-            if len(marker) < 4 or marker[0] != 0xFF:
-                return None
-            kind, length = marker[1], int.from_bytes(marker[2:4], "big")
-            if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
-                frame = handle.read(5)
-                return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
-            handle.seek(length - 2, 1)
 
 
 def _check_pixels(count: int, shape, max_pixels: int) -> None:
@@ -149,9 +132,9 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
     shutil.move(path, typed)
     try:
         if suffix in (".png", ".jpg", ".jpeg"):
-            size = _picture_size(typed)
+            size = file_header_size(typed)
             if size is not None:
-                _check_pixels(size[0] * size[1], size[::-1], max_pixels)
+                _check_pixels(size[0] * size[1], size, max_pixels)
         try:
             data = read_image(typed)
         except MissingDependency as exc:
@@ -160,7 +143,7 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
             raise UploadError(422, f"{name}: {exc}") from exc
         try:
             modality = resolve_modality(data, intensity.modality)
-            window = (intensity.window or (40.0, 400.0)) if modality == "CT" else None
+            window = window_for(modality, intensity.window)
             image = model_image(data, modality, window)
         except (ImageError, CaseError) as exc:
             raise UploadError(422, f"{name}: {exc}") from exc
@@ -189,21 +172,14 @@ def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise UploadError(400, f"b64img is not valid base64: {exc}") from exc
-    with tempfile.NamedTemporaryFile(suffix=".img") as handle:
-        handle.write(raw)
-        handle.flush()
-        size = _picture_size(Path(handle.name))
+    size = header_size(raw[:32], io.BytesIO(raw))
     if size is None:
         raise UploadError(415, "b64img is not a PNG or JPEG image")
-    _check_pixels(size[0] * size[1], size[::-1], max_pixels)
+    _check_pixels(size[0] * size[1], size, max_pixels)
     pixels = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise UploadError(422, "b64img could not be decoded (truncated or corrupt image)")
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    elif pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
     try:
-        return grey_rgb(pixels)
+        return grey_rgb(as_rgb(pixels))
     except ImageError as exc:
         raise UploadError(422, f"b64img {exc}") from exc
