@@ -6,12 +6,17 @@ import sys
 import time
 from pathlib import Path
 
-import click
+# numpy and OpenCV each load an OpenBLAS whose thread pool spins on every core for ~0.1 s after it starts,
+# while the encoder compiles; medsam-lite's numpy/OpenCV work needs no BLAS threads (inference is OpenVINO's
+# or torch's own). Set before numpy is imported; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .checkpoint import CheckpointError, resolve_checkpoint
-from .engines.manifest import ExportError
-from .optional import MissingDependency, require_torch
-from .timing import process_age
+import click  # noqa: E402
+
+from .checkpoint import CheckpointError, resolve_checkpoint  # noqa: E402
+from .engines.manifest import ExportError  # noqa: E402
+from .optional import MissingDependency, require_torch  # noqa: E402
+from .timing import process_age  # noqa: E402
 
 CLI_IMPORTED = time.perf_counter()
 
@@ -30,19 +35,30 @@ def _fail(message: str) -> None:
 
 
 def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
-                 threads: int | None = None, device: str = "cpu"):
-    """The engine that ``predict`` runs (``create_engine``), its notes said on stderr; exit 2 if none loads."""
+                 threads: int | None = None, device: str = "cpu", background: bool = False):
+    """The engine to run (``create_engine``), its notes said on stderr; exit 2 if none loads.
+
+    ``background=True``: the OpenVINO encoder may still be compiling; ``_engine_ready`` waits for it, so that
+    what the command does in between (imports, listing) runs beside the compilation."""
     from .engines import create_engine
     from .export import default_export_dir
 
     try:
         choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
-                               threads=threads, device=device)
+                               threads=threads, device=device, background=background)
     except (CheckpointError, ExportError, MissingDependency, ValueError) as exc:
         _fail(str(exc))
     for note in choice.notes:
         _say(f"note: {note}")
     return choice
+
+
+def _engine_ready(choice) -> None:
+    """Wait for an engine loaded with ``background=True``; exit 2 with the reason if it could not be loaded."""
+    try:
+        choice.engine.ready()
+    except ExportError as exc:
+        _fail(str(exc))
 
 
 def _writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
@@ -179,17 +195,17 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         return
 
     start = time.perf_counter()
-    if model_map is None:
-        choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
+    choice = None if model_map else _load_engine(engine, checkpoint, export_dir, precision, threads, device, True)
+    from tqdm import tqdm  # imported while the encoder compiles
+
+    from .runner import run_folder
+
+    if choice is not None:
+        _engine_ready(choice)
         runner_engine = choice.engine
         _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
     else:
         runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet)
-
-    from tqdm import tqdm
-
-    from .runner import run_folder
-
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
     _run_and_report(run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule), bar, "case",
                     start, output_dir, timing_csv, quiet, with_model=model_map is not None)
@@ -332,13 +348,13 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
         return
     options = ImageOptions(modality, _window(window, window_level, window_width), boxes, boxes_from, box_margin, series)
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device)
-    _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
-
-    from tqdm import tqdm
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device, background=True)
+    from tqdm import tqdm  # imported while the encoder compiles
 
     from .image_runner import run_images
 
+    _engine_ready(choice)
+    _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
     bar = tqdm(paths, desc="images", unit="image", file=sys.stderr, disable=quiet or None)
     _run_and_report(run_images(choice.engine, bar, output_dir, options, overwrite, overlay_dir), bar, "image",
                     start, output_dir, timing_csv, quiet)
@@ -448,8 +464,9 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
         click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, threads)
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, background=True)
     _compile_prompt_decoder(choice.engine)
+    _engine_ready(choice)
     manifest = getattr(choice.engine, "manifest", None)
     sha = manifest.checkpoint_sha256 if manifest is not None else None
     if sha is None:
@@ -518,8 +535,9 @@ def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precisi
     that later runs start faster.
     """
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision)
+    choice = _load_engine(engine, checkpoint, export_dir, precision, background=True)
     _compile_prompt_decoder(choice.engine)
+    _engine_ready(choice)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
 
 
@@ -530,6 +548,7 @@ def _compile_prompt_decoder(engine) -> None:
         try:
             warm()
         except ExportError as exc:
+            engine.wait()  # the encoder's compilation is not left running
             _fail(str(exc))
 
 

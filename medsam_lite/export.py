@@ -102,9 +102,9 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     import torch
 
     from .engines.openvino_engine import compile_config
-    from .engines.openvino_import import import_openvino
+    from .engines.openvino_import import import_converter, import_openvino
 
-    ov = import_openvino()
+    ov, convert_model = import_openvino(), import_converter()
 
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_export_dir()
@@ -138,7 +138,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
             onnx_path = tmp / f"{part}.onnx"
             torch.onnx.export(module, inputs, onnx_path, input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes, opset_version=ONNX_OPSET, dynamo=False)
-            ov.save_model(ov.convert_model(onnx_path), tmp / MODEL_FILES[part], compress_to_fp16=False)
+            ov.save_model(convert_model(onnx_path), tmp / MODEL_FILES[part], compress_to_fp16=False)
         for part, *_ in graphs:
             for suffix in (".xml", ".bin"):
                 name = MODEL_FILES[part].replace(".xml", suffix)
@@ -204,9 +204,10 @@ def calibration_inputs(folder: str | os.PathLike[str], limit: int = 64) -> list[
 def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | os.PathLike[str], samples: int = 64) -> int:
     """Add an int8 image encoder (NNCF post-training quantisation) to an existing export; returns samples used."""
     from .engines.manifest import read_manifest
-    from .engines.openvino_import import import_openvino
+    from .engines.openvino_import import import_converter, import_openvino
 
     ov = import_openvino()
+    import_converter()
     import nncf
 
     out = Path(out_dir)

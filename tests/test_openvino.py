@@ -111,8 +111,10 @@ try:
 except SystemExit as exc:
     assert exc.code in (0, None), exc.code
 assert not {{"torch", "matplotlib", "scipy"}} & set(sys.modules), sorted(sys.modules)
-# OpenVINO's telemetry (a usage event sent from a forked process on every import) stays off
+# OpenVINO's telemetry (a usage event sent from a forked process on every import) stays off, and its model
+# converter (45 ms of imports) is not loaded to run a model
 assert sys.modules.get("openvino_telemetry", None) is None and "urllib.request" not in sys.modules
+assert "openvino.tools.ovc" not in sys.modules, "the converter was imported"
 print("torch-free ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
@@ -120,6 +122,50 @@ print("torch-free ok")
     assert "torch-free ok" in done.stdout, done.stderr
     assert "no checkpoint file here to check the export against" in done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (DEMO / "imgs").iterdir() if p.suffix == ".npz")
+
+
+def test_the_converter_imports_after_the_runtime_without_it():
+    """The runtime is imported without OpenVINO's converter; ``export`` in the same process still gets it."""
+    script = """
+import sys
+from medsam_lite.engines.openvino_import import import_converter, import_openvino
+ov = import_openvino()
+assert "openvino.tools.ovc" not in sys.modules and not hasattr(ov, "convert_model")
+convert_model = import_converter()
+assert ov.convert_model is convert_model and sys.modules.get("openvino_telemetry", None) is None
+print("converter ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert "converter ok" in done.stdout, done.stderr
+
+
+def test_an_engine_made_in_the_background_equals_one_made_at_once(exports):
+    """``create_engine(background=True)`` returns while the encoder compiles; ``ready()`` waits (again: at once),
+    and an ``encode`` without it waits too. The masks equal those of an engine compiled before it returned."""
+    case = load_case(DEMO / "imgs/2DBox_Synthetic_ellipses.npz")
+    at_once = create_engine("openvino", None, exports("seeded"), default_checkpoint=False).engine
+    expected = segment_2d(at_once, case.image, case.boxes)
+    for call_ready in (True, False):
+        engine = create_engine("openvino", None, exports("seeded"), default_checkpoint=False, background=True).engine
+        if call_ready:
+            engine.ready()
+            engine.ready()
+        np.testing.assert_array_equal(segment_2d(engine, case.image, case.boxes), expected)
+
+
+def test_a_decoder_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path):
+    """The decoders compile on the caller's thread while the encoder compiles on its own: either failing is one line."""
+    broken = tmp_path / "broken"
+    shutil.copytree(exports("seeded"), broken, ignore=shutil.ignore_patterns("cache"))
+    (broken / "mask_decoder.bin").write_bytes(b"\0" * 16)
+    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken])
+    assert result.exit_code == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: the OpenVINO export in {broken} could not be loaded: ") and "mask_decoder" in line
+    with pytest.raises(ExportError, match="image_encoder.xml"):
+        (broken / "mask_decoder.bin").write_bytes((exports("seeded") / "mask_decoder.bin").read_bytes())
+        (broken / "image_encoder.xml").write_text("<net>not a model</net>")
+        create_engine("openvino", None, broken, default_checkpoint=False, background=True).engine.ready()
 
 
 # (checkpoint, calibration cases, case, min voxel agreement): a seeded random model has ragged masks with

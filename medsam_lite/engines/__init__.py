@@ -40,12 +40,15 @@ def create_engine(
     threads: int | None = None,
     device: str = "cpu",
     default_checkpoint: bool = True,
+    background: bool = False,
 ) -> EngineChoice:
     """Load an engine. ``auto``: OpenVINO when ``export_dir`` holds an export, else torch.
 
-    An export is used only if it was made from the checkpoint in use (sha256); when no checkpoint file is
-    there (a runtime image may ship only the export), the export is used as it is and that is said.
-    ``default_checkpoint=False``: only ``checkpoint`` itself counts, not $MEDSAM_LITE_CHECKPOINT or the default.
+    An export is used only if it was made from the checkpoint in use (sha256, computed while the encoder
+    compiles); when no checkpoint file is there (a runtime image may ship only the export), the export is used
+    as it is and that is said. ``default_checkpoint=False``: only ``checkpoint`` itself counts, not
+    $MEDSAM_LITE_CHECKPOINT or the default. ``background=True``: the OpenVINO encoder may still be compiling
+    when this returns (``engine.ready()`` waits for it).
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
@@ -57,16 +60,22 @@ def create_engine(
         found = _explicit_or_default_checkpoint(checkpoint, default_checkpoint)
         if checkpoint is not None and found is None:
             raise CheckpointError(f"no checkpoint at {checkpoint}")
-        if found is not None:
-            check_matches(manifest, export_dir, file_sha256(found), str(found))
-        else:
-            notes.append(f"no checkpoint file here to check the export against; using it as exported from "
-                         f"{manifest.checkpoint} (sha256 {manifest.checkpoint_sha256[:12]}...)")
         if precision != "f32":
             notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
         from .openvino_engine import OpenVINOEngine
 
-        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads)
+        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads, background=True)
+        try:
+            if found is not None:
+                check_matches(manifest, export_dir, file_sha256(found), str(found))
+            else:
+                notes.insert(0, f"no checkpoint file here to check the export against; using it as exported from "
+                                f"{manifest.checkpoint} (sha256 {manifest.checkpoint_sha256[:12]}...)")
+        except BaseException:
+            engine.wait()  # a stale export: its compilation is not left running
+            raise
+        if not background:
+            engine.ready()
         return EngineChoice(engine, f"openvino {precision} engine ({export_dir})", notes)
     if precision != "f32":
         raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")

@@ -9,6 +9,7 @@ import numpy as np
 class Engine(Protocol):
     """An inference backend for LiteMedSAM.
 
+    ``ready`` waits until the engine can run (it may still be compiling when made) and raises what stopped it;
     ``encode`` takes (1, 3, 256, 256) float32 and returns an opaque embedding (1, 256, 64, 64);
     ``masks`` takes that embedding, (N, 4) int64 boxes at 256, the (h, w) of the resized image and the
     original (H, W), and yields N boolean (H, W) masks in box order.
@@ -16,6 +17,8 @@ class Engine(Protocol):
 
     name: str
     encoder_passes: int
+
+    def ready(self) -> None: ...
 
     def encode(self, image: np.ndarray) -> Any: ...
 

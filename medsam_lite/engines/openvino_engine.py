@@ -1,13 +1,16 @@
 """The OpenVINO engine: the exported IR run with numpy + OpenCV + OpenVINO only (no torch, no matplotlib).
 
-The models are compiled when the engine is made. Compiling them on threads while the first case is read was
-tried and measured (2-core AMD EPYC, 8 interleaved fresh-process runs each): no gain (1024x1024 X-ray median
-1.169 s threaded vs 1.156 s; empty case 0.460 vs 0.461 s), as reading a case takes 20-40 ms against about
-0.25 s of import and compilation, and both compete for the GIL and the two cores.
+The image encoder is compiled (from the model cache: about 0.14 s on 2 cores) on a thread of its own, the
+decoders on the caller's: OpenVINO releases the GIL while it compiles, so whatever the caller does next
+(hashing the checkpoint, importing the pipeline, listing the cases) runs beside it. ``ready()`` waits for it;
+the first ``encode`` does too. Compiling while the first case is read was measured before (2-core AMD EPYC,
+8 interleaved fresh-process runs): no gain, as reading a case takes 20-40 ms and the encoder's inference
+needs both cores; so the case starts after ``ready()``.
 """
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -51,11 +54,15 @@ def model_cache_dir(export_dir: Path) -> Path | None:
 
 
 class OpenVINOEngine:
-    """LiteMedSAM from an export folder (``medsam-lite export``)."""
+    """LiteMedSAM from an export folder (``medsam-lite export``).
+
+    ``background=True``: return while the encoder still compiles (``ready()`` waits and raises its
+    ExportError); otherwise everything is compiled when the engine is made."""
 
     name = "openvino"
 
-    def __init__(self, export_dir: str | os.PathLike[str], precision: str = "f32", threads: int | None = None) -> None:
+    def __init__(self, export_dir: str | os.PathLike[str], precision: str = "f32", threads: int | None = None,
+                 background: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.export_dir = Path(export_dir)
@@ -71,27 +78,60 @@ class OpenVINOEngine:
         cache = model_cache_dir(self.export_dir)
         if cache is not None:
             core.set_property({"CACHE_DIR": str(cache)})
-        config = compile_config(precision, threads)
-        encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
+        self._core, self._config = core, compile_config(precision, threads)
+        self._encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
+        self._encode_request = None
+        self._encoder_error: ExportError | None = None
+        self._encoder_thread = threading.Thread(target=self._compile_encoder, name="compile-encoder", daemon=True)
+        self._encoder_thread.start()
         try:
-            self.encoder = core.compile_model(self.export_dir / encoder_file, "CPU", config)
-            self.decoder_image = core.compile_model(self.export_dir / MODEL_FILES["decoder_image"], "CPU", config)
-            self.decoder = core.compile_model(self.export_dir / MODEL_FILES["decoder"], "CPU", config)
-        except RuntimeError as exc:
-            reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
-            raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
-                              f"re-run `medsam-lite export`") from exc
-        self._encode_request = self.encoder.create_infer_request()
-        self._prepare_request = self.decoder_image.create_infer_request()
-        self._decode_request = self.decoder.create_infer_request()
-        self._core, self._config = core, config
+            self._prepare_request = self._compile(MODEL_FILES["decoder_image"])
+            self._decode_request = self._compile(MODEL_FILES["decoder"])
+        except BaseException:
+            self.wait()  # never leave a compilation running behind an error (it aborts an exiting interpreter)
+            raise
+        if not background:
+            self.ready()
         self._prompt_request = None  # the point-prompt decoder: compiled on first use (the service), not by predict
         self._prepared_of: np.ndarray | None = None
         self._prepared_tensors: list = []
         self.encoder_passes = 0
 
+    def _compile(self, model_file: str):
+        """An infer request of ``export_dir/model_file``; ExportError (one line) when OpenVINO cannot load it."""
+        try:
+            return self._core.compile_model(self.export_dir / model_file, "CPU", self._config).create_infer_request()
+        except RuntimeError as exc:
+            reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
+            raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {model_file}: "
+                              f"{reason}; re-run `medsam-lite export`") from exc
+
+    def _compile_encoder(self) -> None:
+        """The encoder thread's work: its infer request, or the error that ``ready()`` raises."""
+        try:
+            self._encode_request = self._compile(self._encoder_file)
+        except ExportError as exc:
+            self._encoder_error = exc
+        except Exception as exc:  # e.g. MemoryError: still one line, from ready()
+            self._encoder_error = ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: "
+                                              f"{self._encoder_file}: {type(exc).__name__}: {exc}")
+
+    def wait(self) -> None:
+        """Wait until the encoder's compilation has ended, however it ended."""
+        self._encoder_thread.join()
+
+    def ready(self) -> None:
+        """Wait until the encoder is compiled (at once when it is); raise its ExportError if it could not be."""
+        if self._encode_request is None:
+            self.wait()
+            if self._encoder_error is not None:
+                raise self._encoder_error
+
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 embedding (a copy: the request reuses memory)."""
+        if self._encode_request is None:
+            with stage("startup"):  # the encoder was still compiling (nobody called ready())
+                self.ready()
         self.encoder_passes += 1
         with stage("encoder"):
             return self._encode_request.infer([image])[0].copy()
@@ -125,13 +165,7 @@ class OpenVINOEngine:
     def compile_prompt_decoder(self) -> None:
         """Compile the point-prompt decoder now (``check`` and ``serve`` do; ``predict`` never needs it)."""
         if self._prompt_request is None:
-            try:
-                compiled = self._core.compile_model(self.export_dir / MODEL_FILES["decoder_prompts"], "CPU", self._config)
-            except RuntimeError as exc:
-                reason = " ".join(str(exc).split())
-                raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {reason}; "
-                                  f"re-run `medsam-lite export`") from exc
-            self._prompt_request = compiled.create_infer_request()
+            self._prompt_request = self._compile(MODEL_FILES["decoder_prompts"])
 
     def prompt_logits(self, embedding: np.ndarray, coords_256: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, 2) points at 256 with SAM labels (K,) -> logits of the four mask tokens (4, 256, 256), IoU (4,)."""

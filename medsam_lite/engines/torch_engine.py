@@ -31,6 +31,9 @@ class TorchEngine:
         self.image_pe = self.model.prompt_encoder.get_dense_pe()
         self.encoder_passes = 0
 
+    def ready(self) -> None:
+        """Loaded when made: nothing to wait for."""
+
     @torch.no_grad()
     def encode(self, image: np.ndarray) -> torch.Tensor:
         """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) embedding tensor."""
