@@ -478,10 +478,13 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     from .serve.app import create_app
     from .serve.service import Service
 
-    app = create_app(Service.start(settings, choice, sha))
+    service = Service.start(settings, choice, sha)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s; serving on http://{host}:{port}/ "
                f"(API docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:  # also when uvicorn stops before the application starts (the store's folder is removed)
+        service.close()
 
 
 @main.command()

@@ -392,14 +392,19 @@ def _upload_with(c, path, headers):
     return reply.json()
 
 
-def test_serve_warns_without_a_token_off_loopback(exports, monkeypatch):
+def test_serve_warns_without_a_token_off_loopback(exports, monkeypatch, tmp_path):
+    """(uvicorn.run replaced: it returns at once, as when it cannot bind; the temporary store is removed then too.)"""
+    import tempfile
+
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--export-dir", str(exports("seeded"))])
     assert result.exit_code == 0, result.stderr
     assert "WARNING: listening on 0.0.0.0 without a token" in result.stderr
     quiet = CliRunner().invoke(main, ["serve", "--export-dir", str(exports("seeded")), "--token", "t"])
     assert quiet.exit_code == 0 and "WARNING" not in quiet.stderr
+    assert not list(tmp_path.glob("medsam-lite-store-*"))
 
 
