@@ -145,7 +145,9 @@ def main() -> None:
 @click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write case,seconds,boxes,slices_encoded,model and the seconds per stage (startup, load, "
                    "preprocess, encoder, decoder, postprocess, write) for the cases run.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for inference [default: all]. Below the CPUs available, each case's files are "
+                   "written while the next case is computed.")
 @click.option("--schedule", type=click.Choice(["fast", "official"]), default="fast", hidden=True,
               help="'official' re-encodes every slice per box, as the official script; for benchmarks only.")
 @click.option("--shard", default=None, callback=lambda ctx, param, value: _parse_shard(value), metavar="K/N",
@@ -198,7 +200,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     choice = None if model_map else _load_engine(engine, checkpoint, export_dir, precision, threads, device, True)
     from tqdm import tqdm  # imported while the encoder compiles
 
-    from .runner import run_folder
+    from .runner import run_folder, writes_can_overlap
 
     if choice is not None:
         _engine_ready(choice)
@@ -207,8 +209,8 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
     else:
         runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet)
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
-    _run_and_report(run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule), bar, "case",
-                    start, output_dir, timing_csv, quiet, with_model=model_map is not None)
+    cases_run = run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule, writes_can_overlap(threads))
+    _run_and_report(cases_run, bar, "case", start, output_dir, timing_csv, quiet, with_model=model_map is not None)
 
 
 def _run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,

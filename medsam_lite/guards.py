@@ -137,6 +137,25 @@ def cgroup_limit_bytes() -> tuple[int | None, int | None]:
     return None, None
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its CPU affinity, capped by a cgroup CPU quota (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; ``docker run --cpus``), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = None
+    try:
+        limit, period = (CGROUP_ROOT / "cpu.max").read_text().split()[:2]
+        if limit.isdigit() and period.isdigit():
+            quota = int(limit) / int(period)
+    except (OSError, ValueError):
+        limit_v1, period_v1 = _read_int(CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us"), _read_int(CGROUP_ROOT / "cpu" / "cpu.cfs_period_us")
+        if limit_v1 and period_v1:  # v1 says "no quota" with -1 (not read as a number here)
+            quota = limit_v1 / period_v1
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
 def available_ram_bytes() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
     try:

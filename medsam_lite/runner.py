@@ -5,6 +5,7 @@ import csv
 import errno
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -77,7 +78,7 @@ def run_case(
     The case is first checked against the memory this process may use (headers only). The overlay, if asked
     for, is written before the segmentation, so that an existing output always means a finished case.
     ``stages`` of the result holds the seconds of each stage (medsam_lite.timing)."""
-    return timed(engine, lambda: _run_case(engine, path, output_dir / path.name, overlay_dir, schedule))
+    return write_case(*compute_case(engine, path, output_dir / path.name, overlay_dir, schedule))
 
 
 def timed(engine: Engine, run: Callable[[], CaseResult]) -> CaseResult:
@@ -93,14 +94,57 @@ def timed(engine: Engine, run: Callable[[], CaseResult]) -> CaseResult:
     return result
 
 
-def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None, schedule: str) -> CaseResult:
-    writing = output  # the file a write error is about
+Writer = Callable[[], None]  # writes a computed case's files; raises CaseWriteError
+
+
+class CaseWriteError(Exception):
+    """Writing a computed case failed; the message says what the user can act on (nothing of it is kept)."""
+
+
+def compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None = None,
+                 schedule: str = "fast") -> tuple[CaseResult, Writer | None]:
+    """Load, check and segment one file, timed (``timed``): its result, and the function that writes its
+    overlay (if asked for) and then ``output`` (None when the case failed)."""
+    writer: list[Writer] = []
+    result = timed(engine, lambda: _compute_case(engine, path, output, overlay_dir, schedule, writer))
+    return result, (writer[0] if writer else None)
+
+
+def write_case(result: CaseResult, writer: Writer | None) -> CaseResult:
+    """Run ``writer`` and add its seconds to ``result`` (``write`` stage and ``seconds``); a failed write makes
+    the result ``failed`` with its reason. Safe on any thread: it times itself, not through medsam_lite.timing."""
+    if writer is None:
+        return result
+    start = time.perf_counter()
+    try:
+        writer()
+    except CaseWriteError as exc:
+        result.status, result.message = "failed", str(exc)
+    except Exception as exc:  # one broken case must not stop the others
+        result.status, result.message = "failed", f"unexpected {type(exc).__name__} while writing: {exc}"
+    seconds = time.perf_counter() - start
+    result.stages["write"] = result.stages.get("write", 0.0) + seconds
+    result.seconds += seconds
+    return result
+
+
+def _compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None, schedule: str,
+                  writer: list[Writer]) -> CaseResult:
     try:
         with stage("load"):
             check_case_fits(path, DEFAULT_CACHE_BYTES)
             case = load_case(path)
         segs = segment_case(engine, case, schedule)
-        with stage("write"):
+    except CaseError as exc:
+        return CaseResult(path.name, "failed", message=str(exc))
+    except MemoryError:
+        return CaseResult(path.name, "failed", message="out of memory")
+    except Exception as exc:  # one broken case must not stop the others
+        return CaseResult(path.name, "failed", message=f"unexpected {type(exc).__name__}: {exc}")
+
+    def write() -> None:
+        writing = output  # the file a write error is about
+        try:
             if overlay_dir is not None:
                 if schedule == "official":
                     from .official_schedule import save_official_overlay as save_overlay
@@ -110,15 +154,21 @@ def _run_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None
                 save_overlay(writing, case.image, segs, case.boxes)
                 writing = output
             write_segs(output, segs)
-    except CaseError as exc:
-        return CaseResult(path.name, "failed", message=str(exc))
-    except MemoryError:
-        return CaseResult(path.name, "failed", message="out of memory")
-    except OSError as exc:
-        return CaseResult(path.name, "failed", message=write_error_message(exc, writing))
-    except Exception as exc:  # one broken case must not stop the others
-        return CaseResult(path.name, "failed", message=f"unexpected {type(exc).__name__}: {exc}")
+        except OSError as exc:
+            raise CaseWriteError(write_error_message(exc, writing)) from exc
+
+    writer.append(write)
     return CaseResult(path.name, "ok", boxes=len(case.boxes), warnings=case.warnings, notes=case.notes)
+
+
+def writes_can_overlap(threads: int | None) -> bool:
+    """Whether case k may be written while case k+1 is computed: only with inference ``threads`` below the CPUs
+    this process may use. Measured on 2 cores (8 2D cases with overlays, medians of 6 interleaved runs): with
+    the encoder on both cores a writer thread slowed it more than it saved (6.05 -> 6.20 s); with ``--threads 1``
+    it saved 0.2 s of 10.7 s."""
+    from .guards import usable_cpus
+
+    return threads is not None and threads < usable_cpus()
 
 
 def run_folder(
@@ -128,28 +178,67 @@ def run_folder(
     overwrite: bool = False,
     overlay_dir: Path | None = None,
     schedule: str = "fast",
+    overlap_writes: bool = False,
 ) -> Iterator[CaseResult]:
-    """Run every case in turn; an existing output is skipped unless ``overwrite``.
+    """Run every case in turn, results in case order; an existing output is skipped unless ``overwrite``.
 
-    ``engine``: one engine for all cases, or a ModelRouter that picks (and loads once) each case's model."""
-    for path in cases:
-        if not overwrite and (output_dir / path.name).exists():
-            yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
-            continue
-        if isinstance(engine, ModelRouter):
-            try:
-                label, choice = engine.choice_for(path.name)
-            except Exception as exc:  # the model could not be loaded: this case fails, the run goes on
-                yield CaseResult(path.name, "failed", message=f"its model could not be loaded: {exc}")
+    ``engine``: one engine for all cases, or a ModelRouter that picks (and loads once) each case's model.
+    ``overlap_writes`` (see ``writes_can_overlap``): case k's files are written on a writer thread while case
+    k+1 is computed (PNG and zlib encoding release the GIL; an overlay of a 2604x1726 mammogram takes 0.28 s);
+    its result comes once they are written. The official schedule writes in turn, as the official script does.
+    A generator closed early still finishes the write under way (each is atomic), so nothing is half-written."""
+    with _Writes(overlap_writes and schedule != "official") as writes:
+        for path in cases:
+            if not overwrite and (output_dir / path.name).exists():
+                yield from writes.flush()
+                yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
                 continue
-            case_engine = choice.engine
+            if isinstance(engine, ModelRouter):
+                try:
+                    label, choice = engine.choice_for(path.name)
+                except Exception as exc:  # the model could not be loaded: this case fails, the run goes on
+                    yield from writes.flush()
+                    yield CaseResult(path.name, "failed", message=f"its model could not be loaded: {exc}")
+                    continue
+                case_engine = choice.engine
+            else:
+                label, case_engine = engine.name, engine
+            result, writer = compute_case(case_engine, path, output_dir / path.name, overlay_dir, schedule)
+            result.model = label
+            if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
+                result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
+            yield from writes.flush()  # the previous case, written meanwhile
+            yield from writes.submit(result, writer)
+        yield from writes.flush()
+
+
+class _Writes:
+    """At most one case being written: on a thread (``overlap``) or at once."""
+
+    def __init__(self, overlap: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="medsam-lite-write") if overlap else None
+        self._pending: Future | None = None
+
+    def submit(self, result: CaseResult, writer: Writer | None) -> Iterator[CaseResult]:
+        """Write a computed case (after ``flush``): at once, yielding its result, or on the writer thread (its
+        result comes from the next ``flush``)."""
+        if self._pool is None or writer is None:
+            yield write_case(result, writer)
         else:
-            label, case_engine = engine.name, engine
-        result = run_case(case_engine, path, output_dir, overlay_dir, schedule)
-        result.model = label
-        if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
-            result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
-        yield result
+            self._pending = self._pool.submit(write_case, result, writer)
+
+    def flush(self) -> Iterator[CaseResult]:
+        """The result of the case being written, once it is (nothing when none is)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            yield pending.result()
+
+    def __enter__(self) -> "_Writes":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # a write under way ends (atomically) before we return
 
 
 def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]) -> None:

@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from medsam_lite import guards
+from medsam_lite import guards, runner
 from medsam_lite.cli import main
 from medsam_lite.folder import find_cases, select_shard, shard_of
 from medsam_lite.runner import run_folder
@@ -155,7 +157,11 @@ def test_full_disk_fails_that_case_only_and_leaves_no_temporary_file(inputs, tmp
     assert "1 written, 0 skipped (output exists), 1 failed" in result.stderr
 
 
-def test_vanished_output_folder_fails_that_case_and_the_run_goes_on(inputs, tmp_path, torch_engines):
+@pytest.mark.parametrize("overlap_writes", [False, True])
+def test_vanished_output_folder_fails_that_case_and_the_run_goes_on(inputs, tmp_path, torch_engines, overlap_writes):
+    """The folder vanishes when the second case is taken and is back for the third. Written in turn, the first
+    case is kept; with overlapped writes the first case's write may still be under way then (it fails or not),
+    and each result says which."""
     out = tmp_path / "out"
     out.mkdir()
     cases, _ = find_cases(inputs)
@@ -167,10 +173,83 @@ def test_vanished_output_folder_fails_that_case_and_the_run_goes_on(inputs, tmp_
         out.mkdir()
         yield cases[0]
 
-    results = list(run_folder(torch_engines("seeded"), cases_while_the_folder_vanishes(), out, overwrite=True))
-    assert [r.status for r in results] == ["ok", "failed", "ok"]
-    assert results[1].message == f"cannot write {out / '2DBox_case1.npz'}: the output folder {out} no longer exists"
-    assert os.listdir(out) == ["2DBox_case0.npz"]
+    results = list(run_folder(torch_engines("seeded"), cases_while_the_folder_vanishes(), out, overwrite=True,
+                              overlap_writes=overlap_writes))
+    assert [r.case for r in results] == ["2DBox_case0.npz", "2DBox_case1.npz", "2DBox_case0.npz"]
+    assert [r.status for r in results][1:] == ["failed", "ok"]
+    assert results[0].status == "ok" if not overlap_writes else results[0].status in ("ok", "failed")
+    for result in results:
+        if result.status == "failed":
+            assert result.message == f"cannot write {out / result.case}: the output folder {out} no longer exists"
+    assert os.listdir(out) == ["2DBox_case0.npz"]  # the third case's file; never a temporary one
+
+
+def test_a_case_is_written_while_the_next_is_computed(inputs, tmp_path, torch_engines, monkeypatch):
+    """Folder mode: case k's files are written on the writer thread while case k+1 is encoded; the results come
+    in case order, each when its file exists, equal to a run that writes in turn."""
+    events: list[tuple[str, str, float]] = []
+    write_segs = runner.write_segs
+
+    def slow_write(path, segs):
+        events.append(("write", threading.current_thread().name, time.monotonic()))
+        time.sleep(0.5)
+        write_segs(path, segs)
+        events.append(("written", Path(path).name, time.monotonic()))
+
+    class Recording:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def encode(self, image):
+            events.append(("encode", "", time.monotonic()))
+            return self.engine.encode(image)
+
+    monkeypatch.setattr(runner, "write_segs", slow_write)
+    cases, _ = find_cases(inputs)
+    out, in_turn = tmp_path / "out", tmp_path / "in-turn"
+    out.mkdir()
+    in_turn.mkdir()
+    for result in run_folder(Recording(torch_engines("seeded")), cases, out, overlap_writes=True):
+        assert result.status == "ok" and (out / result.case).exists()
+        assert result.stages["write"] >= 0.5
+    assert [e[1] for e in events if e[0] == "written"] == [p.name for p in cases]
+    assert all(e[1].startswith("medsam-lite-write") for e in events if e[0] == "write")
+    first_written = next(e[2] for e in events if e[0] == "written")
+    second_encoded = [e[2] for e in events if e[0] == "encode"][1]
+    assert second_encoded < first_written  # the second case was encoded while the first was being written
+    events.clear()
+    for result in run_folder(Recording(torch_engines("seeded")), cases, in_turn, overlap_writes=False):
+        assert result.status == "ok"
+        events.append(("result", result.case, time.monotonic()))
+    # written in turn: each case's file and result before the next case is encoded
+    assert [e[0] for e in events] == ["encode", "write", "written", "result"] * 2
+    for path in cases:
+        np.testing.assert_array_equal(np.load(out / path.name)["segs"], np.load(in_turn / path.name)["segs"])
+
+
+def test_writes_overlap_only_with_a_cpu_left_for_them(tmp_path, monkeypatch):
+    """``usable_cpus``: the affinity capped by a cgroup quota (v2, v1, none); writes overlap the next case only
+    when ``--threads`` leaves one of those CPUs free."""
+    affinity = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(guards, "CGROUP_ROOT", tmp_path)
+    assert guards.usable_cpus() == affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert guards.usable_cpus() == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker run --cpus 1.5
+    assert guards.usable_cpus() == min(affinity, 2)
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert guards.usable_cpus() == 1
+    assert not runner.writes_can_overlap(None) and not runner.writes_can_overlap(1)
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    monkeypatch.setattr(guards, "usable_cpus", lambda: 4)
+    assert runner.writes_can_overlap(2) and runner.writes_can_overlap(3)
+    assert not runner.writes_can_overlap(4) and not runner.writes_can_overlap(None)
 
 
 def test_shards_are_disjoint_complete_and_stable_when_files_are_added():
