@@ -1,5 +1,5 @@
 """Checks that keep a batch run from losing data: outputs never land on inputs, and a case is not loaded when
-it cannot fit in the memory this process may use."""
+it cannot fit in the memory this process may use; and the CPUs it may use."""
 from __future__ import annotations
 
 import math
@@ -150,7 +150,8 @@ def usable_cpus() -> int:
         if limit.isdigit() and period.isdigit():
             quota = int(limit) / int(period)
     except (OSError, ValueError):
-        limit_v1, period_v1 = _read_int(CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us"), _read_int(CGROUP_ROOT / "cpu" / "cpu.cfs_period_us")
+        v1 = CGROUP_ROOT / "cpu"
+        limit_v1, period_v1 = _read_int(v1 / "cpu.cfs_quota_us"), _read_int(v1 / "cpu.cfs_period_us")
         if limit_v1 and period_v1:  # v1 says "no quota" with -1 (not read as a number here)
             quota = limit_v1 / period_v1
     return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
