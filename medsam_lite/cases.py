@@ -21,6 +21,11 @@ class CaseError(Exception):
     """A case that cannot be segmented; the message says what is wrong with the file."""
 
 
+
+def label_dtype(largest: int) -> type:
+    """The dtype of a label map whose largest label is ``largest``: uint8 up to 255, else uint16 (no wrapping)."""
+    return np.uint8 if largest <= 255 else np.uint16
+
 @dataclass
 class Case:
     """A checked case: image as uint8, boxes as int64 clipped to the image, and warnings to report."""
@@ -37,7 +42,7 @@ class Case:
     @property
     def label_dtype(self) -> type:
         """uint8 for up to 255 boxes, else uint16 so that labels do not wrap."""
-        return np.uint8 if len(self.boxes) <= 255 else np.uint16
+        return label_dtype(len(self.boxes))
 
 
 def is_3d_name(name: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import CaseError
+from .cases import CaseError, label_dtype
 from .image_case import ImageOptions, model_image, resolve_modality
 from .io.image import Geometry, ImageError
 from .io.intensity import window_for
@@ -63,7 +63,7 @@ def to_npz(image_path: Path, out: Path, options: ImageOptions, labels_path: Path
             labels = lut[labels]
             notes.append(f"labels {', '.join(map(str, values[:8]))}{' ...' if len(values) > 8 else ''} renumbered "
                          f"1..{len(values)} (the challenge layout's label i+1 belongs to box i)")
-        gts = labels.astype(np.uint8 if len(values) <= 255 else np.uint16)
+        gts = labels.astype(label_dtype(len(values)))
         if label_slices_only and data.is_3d:
             z_index = np.unique(np.nonzero(gts)[0])
             if z_index.size == 0:

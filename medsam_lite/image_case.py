@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case, CaseError, check_boxes
+from .cases import Case, CaseError, check_boxes, label_dtype
 from .io.image import ImageData, ImageError, case_name, image_suffix
 from .io.intensity import grey_rgb, modality_of, to_uint8, window_for
 from .io.prompts import Prompts, boxes_from_json, boxes_from_label_map, label_values_of
@@ -43,7 +43,7 @@ class ImageCase:
 
     @property
     def label_dtype(self) -> type:
-        return np.uint8 if len(self.labels) == 0 or int(self.labels.max()) <= 255 else np.uint16
+        return label_dtype(int(self.labels.max(initial=0)))
 
     def label_values(self, segs: np.ndarray) -> np.ndarray:
         """Segmentation with labels 1..N (box order) -> the label values of the prompts, in the data's shape."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .cases import label_dtype
+
 MODEL_SIZE = 256
 BOX_MARGIN_256 = 3  # pixels at 256 added around a propagated mask's box
 
@@ -66,7 +68,7 @@ def mask_box_256(mask: np.ndarray, label: int, margin: int = BOX_MARGIN_256) -> 
     rounds the average, so partly covered pixels survive for larger labels. Returns int64
     ``[x_min, y_min, x_max, y_max]`` grown by ``margin`` and clamped to [0, 256].
     """
-    dtype = np.uint8 if label <= 255 else np.uint16
+    dtype = label_dtype(label)
     small = resize_longest_side(mask.astype(dtype) * dtype(label))
     ys, xs = np.nonzero(small)
     if ys.size == 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cases import label_dtype
 from ..layout2025 import boxes_from_dicts
 from .image import ImageData, ImageError
 
@@ -110,7 +111,7 @@ def boxes_from_json(path: Path, is_3d: bool) -> Prompts:
 def label_values_of(segs: np.ndarray, values) -> np.ndarray:
     """Labels 1..N in box order -> the label value of each box (0 stays 0); uint8, uint16 past 255."""
     values = np.asarray(values, dtype=np.int64)
-    lut = np.zeros(len(values) + 1, dtype=np.uint8 if len(values) == 0 or values.max() <= 255 else np.uint16)
+    lut = np.zeros(len(values) + 1, dtype=label_dtype(int(values.max(initial=0))))
     lut[1:] = values
     return lut[segs]
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ..cases import label_dtype
 from ..io.prompts import label_values_of, tight_boxes, widen_thin_boxes
 from .encode import npz_bytes
 from .native import receive_upload
@@ -64,7 +65,7 @@ async def upload(request: Request, file: UploadFile = File(...)) -> JSONResponse
 
 def _segment_by_gts(service: Service, stored: StoredImage, gts: np.ndarray) -> np.ndarray:
     image = stored.image
-    segs = np.zeros(gts.shape, dtype=np.uint8 if gts.max(initial=0) <= 255 else np.uint16)
+    segs = np.zeros(gts.shape, dtype=label_dtype(int(gts.max(initial=0))))
     planes = [(z, image[z], gts[z]) for z in range(gts.shape[0])] if stored.meta.is_3d else [(0, np.asarray(image), gts)]
     for z, plane, labels in planes:
         values, boxes = tight_boxes(labels)

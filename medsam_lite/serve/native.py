@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ..cases import label_dtype
 from .encode import MEDIA, encode, npz_bytes
 from .schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
 from .service import VERSION, Service
@@ -131,8 +132,7 @@ async def export_labels(request: Request, image_id: str, body: LabelMap,
             or any(v < 0 or v > 65535 for v in body.values) or any(n < 0 for n in body.lengths):
         raise UploadError(422, f"the label map must be runs filling the image's shape {list(shape)} with values 0..65535")
     values = np.array(body.values, dtype=np.int64)
-    dtype = np.uint8 if values.size == 0 or values.max() <= 255 else np.uint16
-    labels = np.repeat(values.astype(dtype), body.lengths).reshape(shape)
+    labels = np.repeat(values.astype(label_dtype(int(values.max(initial=0)))), body.lengths).reshape(shape)
     return await run_in_threadpool(_reply, labels, format, stored, None)
 
 

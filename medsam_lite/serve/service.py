@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..cases import CaseError, check_boxes
+from ..cases import CaseError, check_boxes, label_dtype
 from ..engines import EngineChoice
 from ..io.prompts import label_values_of
 from ..layout2025 import boxes_from_dicts
@@ -106,7 +106,7 @@ class Service:
             plane_shape = image.shape[1:] if meta.is_3d else image.shape[:2]
             arr = _checked(arr, plane_shape, False)
         values = _label_values(labels, len(arr))
-        dtype = np.uint8 if len(arr) <= 255 else np.uint16
+        dtype = label_dtype(len(arr))
         if meta.is_3d and slice_ is None:
             segs, timing = self.predictor.boxes_3d(stored.id, image, arr, z_middle, dtype)
         elif meta.is_3d:
