@@ -1,6 +1,6 @@
 """The case pipeline for your own images: read, make the case, segment with the same engines and schedule as
 ``predict``, write ``<case>.nii.gz`` (input geometry) or ``<case>.png`` (2D pictures) and ``<case>.json``
-(the boxes and labels used). One result record per image, as ``runner.run_case``."""
+(the boxes and labels used). One result record per image, as ``runner.compute_case`` and ``runner.write_case``."""
 from __future__ import annotations
 
 import json

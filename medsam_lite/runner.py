@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from .cases import CaseError, load_case
 from .engines.base import Engine
-from .guards import check_case_fits
+from .guards import check_case_fits, usable_cpus
 from .model_map import ModelRouter
 from .outputs import write_segs, write_with
 from .segment import DEFAULT_CACHE_BYTES, segment_2d, segment_3d
@@ -66,21 +66,6 @@ def write_error_message(exc: OSError, output: Path) -> str:
     return f"cannot write output {output}: {exc}"
 
 
-def run_case(
-    engine: Engine,
-    path: Path,
-    output_dir: Path,
-    overlay_dir: Path | None = None,
-    schedule: str = "fast",
-) -> CaseResult:
-    """Segment one file and write ``output_dir/<same name>``; errors become a ``failed`` result.
-
-    The case is first checked against the memory this process may use (headers only). The overlay, if asked
-    for, is written before the segmentation, so that an existing output always means a finished case.
-    ``stages`` of the result holds the seconds of each stage (medsam_lite.timing)."""
-    return write_case(*compute_case(engine, path, output_dir / path.name, overlay_dir, schedule))
-
-
 def timed(engine: Engine, run: Callable[[], CaseResult]) -> CaseResult:
     """``run()``'s result with its wall seconds, seconds per stage and (when ok) the slices it encoded."""
     start = time.perf_counter()
@@ -103,8 +88,11 @@ class CaseWriteError(Exception):
 
 def compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | None = None,
                  schedule: str = "fast") -> tuple[CaseResult, Writer | None]:
-    """Load, check and segment one file, timed (``timed``): its result, and the function that writes its
-    overlay (if asked for) and then ``output`` (None when the case failed)."""
+    """Load, check and segment one file, timed (``timed``): its result (errors become ``failed``), and the
+    function that writes its overlay (if asked for) and then ``output`` (None when the case failed).
+
+    The case is first checked against the memory this process may use (headers only). The overlay is written
+    before the segmentation, so that an existing output always means a finished case (``write_case``)."""
     writer: list[Writer] = []
     result = timed(engine, lambda: _compute_case(engine, path, output, overlay_dir, schedule, writer))
     return result, (writer[0] if writer else None)
@@ -166,8 +154,6 @@ def writes_can_overlap(threads: int | None) -> bool:
     this process may use. Measured on 2 cores (8 2D cases with overlays, medians of 6 interleaved runs): with
     the encoder on both cores a writer thread slowed it more than it saved (6.05 -> 6.20 s); with ``--threads 1``
     it saved 0.2 s of 10.7 s."""
-    from .guards import usable_cpus
-
     return threads is not None and threads < usable_cpus()
 
 

@@ -247,7 +247,7 @@ def test_writes_overlap_only_with_a_cpu_left_for_them(tmp_path, monkeypatch):
     assert guards.usable_cpus() == 1
     assert not runner.writes_can_overlap(None) and not runner.writes_can_overlap(1)
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    monkeypatch.setattr(guards, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(runner, "usable_cpus", lambda: 4)
     assert runner.writes_can_overlap(2) and runner.writes_can_overlap(3)
     assert not runner.writes_can_overlap(4) and not runner.writes_can_overlap(None)
 
