@@ -15,13 +15,13 @@
 # refused unread (memory guard) and a full output disk fails only that case (a 4 KiB tmpfs), and that hadolint
 # finds nothing in the Dockerfile, and that `medsam-lite serve` runs in the image (one request). Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
-# Usage: sudo scripts/docker_test.sh [--shared ../shared] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
+# Usage: sudo scripts/docker_test.sh [--shared DIR (default $MEDSAM_LITE_FIXTURES, else ../shared)] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
 #                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
 #                                                      a later run reuses its base image)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=$(cd "$ROOT/.." && pwd)/shared
+SHARED=${MEDSAM_LITE_FIXTURES:-$(cd "$ROOT/.." && pwd)/shared}  # the fixtures, as the tests find them
 CHECKPOINT=lite_medsam_demo.pth
 ONLY=""
 KEEP_IMAGES=""
