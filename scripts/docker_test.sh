@@ -15,7 +15,8 @@
 # refused unread (memory guard) and a full output disk fails only that case (a 4 KiB tmpfs), and that hadolint
 # finds nothing in the Dockerfile, and that `medsam-lite serve` runs in the image (one request). Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
-# Usage: sudo scripts/docker_test.sh [--shared DIR (default $MEDSAM_LITE_FIXTURES, else ../shared)] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
+# Usage: sudo scripts/docker_test.sh [--shared DIR] [--checkpoint lite_medsam_demo.pth] [--only SUBSTR]
+#                                   (DIR: default $MEDSAM_LITE_FIXTURES, else ../shared)
 #                                   [--keep-images]   (keep the images; with DOCKER_DATA_ROOT=/var/lib/x set,
 #                                                      a later run reuses its base image)
 set -euo pipefail
