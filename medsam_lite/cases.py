@@ -21,10 +21,10 @@ class CaseError(Exception):
     """A case that cannot be segmented; the message says what is wrong with the file."""
 
 
-
 def label_dtype(largest: int) -> type:
     """The dtype of a label map whose largest label is ``largest``: uint8 up to 255, else uint16 (no wrapping)."""
     return np.uint8 if largest <= 255 else np.uint16
+
 
 @dataclass
 class Case:
