@@ -200,13 +200,12 @@ def test_a_case_is_written_while_the_next_is_computed(inputs, tmp_path, torch_en
     in case order, each when its file exists, equal to a run that writes in turn."""
     events: list[tuple[str, str, float]] = []
     write_segs = runner.write_segs
-    second_encode = threading.Event()  # the first case's write waits for it when writes overlap
-    overlapping = [True]
+    second_encode = threading.Event()  # the first case's write waits for it
 
     def slow_write(path, segs):
         events.append(("write", threading.current_thread().name, time.monotonic()))
         time.sleep(0.5)
-        if overlapping[0] and sum(e[0] == "written" for e in events) == 0:
+        if not any(e[0] == "written" for e in events):
             assert second_encode.wait(60), "the second case was not encoded while the first was being written"
         write_segs(path, segs)
         events.append(("written", Path(path).name, time.monotonic()))
@@ -238,7 +237,7 @@ def test_a_case_is_written_while_the_next_is_computed(inputs, tmp_path, torch_en
     second_encoded = [e[2] for e in events if e[0] == "encode"][1]
     assert second_encoded < first_written  # the second case was encoded while the first was being written
     events.clear()
-    overlapping[0] = False
+    second_encode.set()  # written in turn, the first write cannot wait for the next encode
     for result in run_folder(Recording(torch_engines("seeded")), cases, in_turn, overlap_writes=False):
         assert result.status == "ok"
         events.append(("result", result.case, time.monotonic()))
