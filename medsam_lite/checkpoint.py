@@ -9,12 +9,7 @@ from typing import Any
 
 DEFAULT_CHECKPOINT = Path("work_dir/LiteMedSAM/lite_medsam.pth")
 CHECKPOINT_ENV = "MEDSAM_LITE_CHECKPOINT"
-CHECKPOINT_HELP = (
-    "Download the official LiteMedSAM weights, lite_medsam.pth, from the link in the LiteMedSAM branch of "
-    "https://github.com/bowang-lab/MedSAM (README, 'Model checkpoints'; also listed in "
-    "work_dir/LiteMedSAM/README.md), and put the file at work_dir/LiteMedSAM/lite_medsam.pth, or pass "
-    f"--checkpoint PATH, or set {CHECKPOINT_ENV}=PATH."
-)
+
 
 
 class CheckpointError(Exception):
@@ -30,11 +25,15 @@ class LoadedCheckpoint:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
-    """The checkpoint to use: ``path``, else $MEDSAM_LITE_CHECKPOINT, else the default; must exist."""
-    chosen = Path(path or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
-    if not chosen.is_file():
-        raise CheckpointError(f"No LiteMedSAM checkpoint at {chosen}. {CHECKPOINT_HELP}")
-    return chosen
+    """The checkpoint to use, without fetching (``weights.find_checkpoint``): the named one, else the checkout's,
+    else the cached official weights; CheckpointError saying how to get them when there is none."""
+    from .weights import OFFLINE_HELP, cached_checkpoint, find_checkpoint
+
+    found = find_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"No LiteMedSAM checkpoint at {DEFAULT_CHECKPOINT} or {cached_checkpoint()}. "
+                              f"`medsam-lite weights fetch` gets the official weights. {OFFLINE_HELP}")
+    return found
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

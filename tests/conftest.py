@@ -3,8 +3,9 @@
 Two kinds of checkpoint:
 - ``seeded`` / ``seeded_other``: LiteMedSAM's own random initialisation under a fixed seed, saved in the
   official ``lite_medsam.pth`` layout in this test session. They need nothing outside the project.
-- ``demo`` / ``random``: the checkpoints of the shared fixtures (``../shared`` beside the project root, or
-  ``$MEDSAM_LITE_FIXTURES``), which come with the official script's outputs on real cases.
+- ``official`` (the real LiteMedSAM weights), ``demo`` / ``random`` (stand-ins): the checkpoints of the shared
+  fixtures (``../shared`` beside the project root, or ``$MEDSAM_LITE_FIXTURES``), which come with the official
+  script's outputs on real cases (``reference_official``, ``reference``, ``reference_random``).
 
 Tests that need the shared fixtures call ``shared_path``: where the fixtures are absent they are skipped with
 one reason, unless ``$MEDSAM_LITE_REQUIRE_FIXTURES=1`` (CI), which turns that skip into a failure.
@@ -27,9 +28,9 @@ SKIP_REASON = (
     f"not found at {FIXTURES}; set ${FIXTURES_ENV} to their folder"
 )
 
-SHARED_CHECKPOINTS = {"demo": "lite_medsam_demo.pth", "random": "lite_medsam_random.pth"}
+SHARED_CHECKPOINTS = {"official": "lite_medsam.pth", "demo": "lite_medsam_demo.pth", "random": "lite_medsam_random.pth"}
 SEEDED_CHECKPOINTS = {"seeded": 2024, "seeded_other": 7}  # name -> torch seed
-REFERENCES = {"demo": "reference", "random": "reference_random"}
+REFERENCES = {"official": "reference_official", "demo": "reference", "random": "reference_random"}
 T = TypeVar("T")
 
 
@@ -119,10 +120,21 @@ def load_reference(which: str, case: str) -> np.ndarray:
     return np.load(shared_path(REFERENCES[which], "segs", case))["segs"]
 
 
+def shared_case(name: str) -> Path:
+    """A real case by file name, from ``cases/imgs`` or ``cases_mm/imgs``."""
+    for folder in ("cases", "cases_mm"):
+        if (FIXTURES / folder / "imgs" / name).is_file():
+            return shared_path(folder, "imgs", name)
+    return shared_path("cases", "imgs", name)  # absent: skipped or failed with the reason
+
+
 @pytest.fixture(autouse=True)
 def no_default_export(tmp_path_factory, monkeypatch):
-    """Tests choose their engine explicitly: a developer's own work_dir/openvino export must not be picked."""
+    """Tests choose their engine explicitly: a developer's own work_dir/openvino export must not be picked, nor
+    the weights and exports of their per-user cache; and nothing is fetched unless a test asks for it."""
     monkeypatch.setenv("MEDSAM_LITE_EXPORT_DIR", str(tmp_path_factory.getbasetemp() / "no-default-export"))
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(tmp_path_factory.getbasetemp() / "medsam-lite-home"))
+    monkeypatch.setenv("MEDSAM_LITE_OFFLINE", "1")
 
 
 def pytest_configure(config):

@@ -46,6 +46,22 @@ def test_all_shared_pairs_equal_official_metrics(tmp_path):
             assert mine["note"] == ""
 
 
+def test_official_weights_outputs_score_as_the_official_metrics():
+    """`medsam-lite evaluate` on the official script's outputs with the official weights (reference_official, the
+    15 cases of cases/ and 18 of cases_mm/ with ground truth) equals its official_metrics.csv to 1e-4."""
+    from evaluation.runner import evaluate_case
+
+    official = _read_csv(shared_path("reference_official", "official_metrics.csv"))
+    assert len(official) == 32  # every case with ground truth (the mammography demo has none)
+    segs = shared_path("reference_official", "segs")
+    for case, row in official.items():
+        gts = next(shared_path(f, "gts") for f in ("cases", "cases_mm") if (shared_path(f, "gts") / case).is_file())
+        mine = evaluate_case(case, segs, gts)
+        assert not mine.error and mine.note == "", (case, mine)
+        assert mine.dsc == pytest.approx(float(row["dsc"]), abs=1e-4), case
+        assert mine.nsd == pytest.approx(float(row["nsd"]), abs=1e-4), case
+
+
 def _sphere(shape, centre, radius):
     grid = np.ogrid[tuple(slice(0, n) for n in shape)]
     return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256, resolve_checkpoint
+from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
 from ..optional import MissingDependency, require_torch
 from .base import Engine
 from .manifest import ExportError, check_matches, read_manifest
 
 ENGINES = ("auto", "openvino", "torch")
+EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
 
 
 @dataclass
@@ -21,11 +23,25 @@ class EngineChoice:
     engine: Engine
     description: str
     notes: list[str] = field(default_factory=list)
+    checkpoint_sha256: str | None = None  # of the weights it runs (from the export's manifest where no file is here)
+
+
+def named_export_dir(export_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The export folder the user names: ``export_dir``, else ``$MEDSAM_LITE_EXPORT_DIR``; None: the store."""
+    named = export_dir or os.environ.get(EXPORT_DIR_ENV)
+    return Path(named) if named else None
+
+
+def weights_note(path: Path, digest: str) -> list[str]:
+    """The log's word on weights that are not the official ones (none for the official ones)."""
+    from ..weights import OFFICIAL_SHA256
+
+    return [] if digest == OFFICIAL_SHA256 else [f"{path}: not the official LiteMedSAM weights (sha256 {digest[:16]}...)"]
 
 
 def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None, use_default: bool = True) -> Path | None:
-    """The checkpoint the user points at (option, else environment and default if ``use_default``) if that
-    file exists."""
+    """The checkpoint the user points at (option, else environment and the checkout's default if
+    ``use_default``) if that file exists."""
     if checkpoint is None and not use_default:
         return None
     chosen = Path(checkpoint or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
@@ -35,61 +51,110 @@ def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None, u
 def create_engine(
     name: str,
     checkpoint: str | os.PathLike[str] | None,
-    export_dir: str | os.PathLike[str],
+    export_dir: str | os.PathLike[str] | None = None,
     precision: str = "f32",
     threads: int | None = None,
     device: str = "cpu",
     default_checkpoint: bool = True,
     background: bool = False,
+    allow_fetch: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> EngineChoice:
-    """Load an engine. ``auto``: OpenVINO when ``export_dir`` holds an export, else torch.
+    """Load an engine for the weights in use.
 
-    An export is used only if it was made from the checkpoint in use (sha256, computed while the encoder
-    compiles); when no checkpoint file is there (a runtime image may ship only the export), the export is used
-    as it is and that is said. ``default_checkpoint=False``: only ``checkpoint`` itself counts, not
-    $MEDSAM_LITE_CHECKPOINT or the default. ``background=True``: the OpenVINO encoder may still be compiling
-    when this returns (``engine.ready()`` waits for it).
+    Weights: ``checkpoint``, else $MEDSAM_LITE_CHECKPOINT, else the checkout's or the cached official weights,
+    else the official weights fetched once (``allow_fetch``; ``say`` gets the progress lines).
+
+    ``export_dir`` (or $MEDSAM_LITE_EXPORT_DIR) names an export folder: ``auto`` runs OpenVINO when it holds an
+    export, else torch. The export is used only if it was made from the checkpoint in use (sha256, computed
+    while the encoder compiles); when no checkpoint file is there (a runtime image may ship only the export),
+    it is used as it is and that is said. ``default_checkpoint=False``: only ``checkpoint`` itself counts.
+
+    No folder named: the export of these weights in the per-digest store (``engines.store``), made once first
+    where there is none (``auto``/``openvino``; needs torch). ``background=True``: the OpenVINO encoder may
+    still be compiling when this returns (``engine.ready()`` waits for it).
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-    manifest = read_manifest(export_dir) if name in ("auto", "openvino") else None
+    folder = named_export_dir(export_dir)
+    if folder is None:
+        return _from_store(name, checkpoint, precision, threads, device, background, allow_fetch, say)
+    manifest = read_manifest(folder) if name in ("auto", "openvino") else None
     if name == "openvino" and manifest is None:
-        raise ExportError(f"no OpenVINO export in {export_dir}; run `medsam-lite export --checkpoint PATH` first")
+        raise ExportError(f"no OpenVINO export in {folder}; run `medsam-lite export --checkpoint PATH --out {folder}` "
+                          f"first (or name no --export-dir: the export of the checkpoint is then made once)")
     if manifest is not None:
         notes = []
         found = _explicit_or_default_checkpoint(checkpoint, default_checkpoint)
         if checkpoint is not None and found is None:
             raise CheckpointError(f"no checkpoint at {checkpoint}")
-        if precision != "f32":
-            notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
         from .openvino_engine import OpenVINOEngine
 
-        engine = OpenVINOEngine(export_dir, precision=precision, threads=threads, background=True)
+        engine = OpenVINOEngine(folder, precision=precision, threads=threads, background=True)
         try:
             if found is not None:
-                check_matches(manifest, export_dir, file_sha256(found), str(found))
+                digest = file_sha256(found)
+                check_matches(manifest, folder, digest, str(found))
+                notes += weights_note(found, digest)
             else:
-                notes.insert(0, f"no checkpoint file here to check the export against; using it as exported from "
-                                f"{manifest.checkpoint} (sha256 {manifest.checkpoint_sha256[:12]}...)")
+                notes.append(f"no checkpoint file here to check the export against; using it as exported from "
+                             f"{manifest.checkpoint} (sha256 {manifest.checkpoint_sha256[:12]}...)")
         except BaseException:
             engine.wait()  # a stale export: its compilation is not left running
             raise
-        if not background:
-            engine.ready()
-        return EngineChoice(engine, f"openvino {precision} engine ({export_dir})", notes)
+        return _openvino_choice(engine, folder, precision, notes, manifest.checkpoint_sha256, background)
     if precision != "f32":
         raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")
-    path = resolve_checkpoint(checkpoint)
     if name == "torch":
         require_torch("The torch engine")
     else:
-        require_torch(f"{export_dir} holds no OpenVINO export, so the torch engine would run; it",
+        require_torch(f"{folder} holds no OpenVINO export, so the torch engine would run; it",
                       hint=f"Then `medsam-lite export` once gives the faster, torch-free OpenVINO engine (an export "
-                           f"made on another machine can also be copied to {export_dir}).")
+                           f"made on another machine can also be copied to {folder}).")
+    from ..weights import checkpoint_or_fetch, checkpoint_sha256
+
+    path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
+    return _torch_choice(path, checkpoint_sha256(path), device, threads)
+
+
+def _from_store(name: str, checkpoint, precision: str, threads: int | None, device: str, background: bool,
+                allow_fetch: bool, say) -> EngineChoice:
+    """``create_engine`` with no export folder named: the weights found (or fetched), their store export."""
+    from ..weights import checkpoint_or_fetch, checkpoint_sha256
+
+    if name == "torch":
+        if precision != "f32":
+            raise ValueError("--precision bf16/int8 needs the OpenVINO engine")
+        require_torch("The torch engine")
+    path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
+    digest = checkpoint_sha256(path)
+    if name == "torch":
+        return _torch_choice(path, digest, device, threads)
+    from .openvino_engine import OpenVINOEngine
+    from .store import ensure_export
+
+    folder = ensure_export(path, digest, say)
+    notes = weights_note(path, digest)
+    engine = OpenVINOEngine(folder, precision=precision, threads=threads, background=True)
+    return _openvino_choice(engine, folder, precision, notes, digest, background)
+
+
+def _openvino_choice(engine, folder: Path, precision: str, notes: list[str], digest: str,
+                     background: bool) -> EngineChoice:
+    if precision != "f32":
+        notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
+    if not background:
+        engine.ready()
+    return EngineChoice(engine, f"openvino {precision} engine ({folder})", notes, digest)
+
+
+def _torch_choice(path: Path, digest: str, device: str, threads: int | None) -> EngineChoice:
     from .torch_engine import TorchEngine
 
     engine = TorchEngine(path, device=device, threads=threads)
-    return EngineChoice(engine, f"torch engine ({path})", [f"checkpoint {path}: {n}" for n in engine.notes])
+    notes = weights_note(path, digest) + [f"checkpoint {path}: {n}" for n in engine.notes]
+    return EngineChoice(engine, f"torch engine ({path})", notes, digest)
 
 
-__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "MissingDependency", "create_engine"]
+__all__ = ["ENGINES", "Engine", "EngineChoice", "ExportError", "CheckpointError", "MissingDependency", "create_engine",
+           "named_export_dir"]

