@@ -1,0 +1,142 @@
+"""The Python API: ``Predictor`` (set an image once, prompt it many times, as ``segment_anything``'s
+``SamPredictor``), ``Predictor.predict_volume`` (3D boxes propagated through a volume exactly as ``predict``),
+and ``segment_npz`` / ``segment_folder`` for challenge cases. Every call goes through the same engines and
+pipeline as the command line, so the numbers are the CLI's.
+
+    from medsam_lite import Predictor
+    predictor = Predictor()                 # the official weights (fetched once), OpenVINO fp32
+    predictor.set_image(image)              # (H, W, 3) or (H, W) uint8: one encoder pass
+    masks = predictor.predict(boxes)        # (N, 4) boxes in original pixels -> (N, H, W) bool
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+
+class Predictor:
+    """LiteMedSAM on one image at a time: ``set_image`` encodes it once, ``predict``/``segment`` decode boxes.
+
+    ``checkpoint``: None finds the weights as the CLI does (``$MEDSAM_LITE_CHECKPOINT``, the checkout's, the
+    cached official ones, else fetched once unless ``offline``). ``engine``: ``auto`` (OpenVINO on the export of
+    those weights, made once where there is none), ``openvino`` or ``torch``. ``precision``: ``f32`` (exact),
+    ``bf16`` or ``int8`` (OpenVINO, approximate). ``export_dir``: an export folder to use as it is."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str] | None = None, engine: str = "auto", precision: str = "f32",
+                 export_dir: str | os.PathLike[str] | None = None, threads: int | None = None, offline: bool = False,
+                 say: Callable[[str], None] | None = None) -> None:
+        from .engines import create_engine
+
+        self.choice = create_engine(engine, checkpoint, export_dir, precision, threads, allow_fetch=not offline,
+                                    say=say)
+        self.engine = self.choice.engine
+        self.engine.ready()
+        self.image: np.ndarray | None = None
+        self.embedding: Any | None = None  # of ``image``: keep it and pass it to ``set_image`` to skip the encoder
+
+    @property
+    def description(self) -> str:
+        """Which engine and weights: e.g. ``openvino f32 engine (/path)``."""
+        return self.choice.description
+
+    def set_image(self, image: np.ndarray, embedding: Any | None = None) -> None:
+        """(H, W, 3) RGB or (H, W) grey uint8 (as in the challenge files) -> encoded once; ``embedding``: one
+        this image already has (``predictor.embedding`` after an earlier ``set_image``), so nothing is encoded."""
+        from .segment import encode_image
+
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}")
+        self.image = image
+        self.embedding = embedding if embedding is not None else encode_image(self.engine, image)
+
+    def _boxes(self, boxes: np.ndarray | list) -> np.ndarray:
+        if self.image is None:
+            raise RuntimeError("call set_image(image) before predict")
+        return checked_boxes(boxes, self.image.shape, is_3d=False)
+
+    def predict(self, boxes: np.ndarray | list) -> np.ndarray:
+        """One box (4,) -> (H, W) bool mask; (N, 4) boxes -> (N, H, W) bool masks, in original pixels
+        (``[x_min, y_min, x_max, y_max]``)."""
+        from .preprocess import box_to_256, resized_size
+
+        single = np.ndim(boxes) == 1
+        array = self._boxes(boxes)
+        original = self.image.shape[:2]
+        masks = list(self.engine.masks(self.embedding, box_to_256(array, original), resized_size(*original), original))
+        stacked = np.stack(masks) if masks else np.zeros((0, *original), bool)
+        return stacked[0] if single else stacked
+
+    def segment(self, boxes: np.ndarray | list) -> np.ndarray:
+        """(N, 4) boxes -> (H, W) label map: label i + 1 for box i, later boxes over earlier ones (uint8, uint16
+        past 255): exactly what ``predict`` writes for a 2D case."""
+        from .cases import label_dtype
+        from .segment import segment_2d
+
+        array = self._boxes(boxes)
+        return segment_2d(self.engine, self.image, array, dtype=label_dtype(len(array)), embedding=self.embedding)
+
+    def predict_volume(self, volume: np.ndarray, boxes: np.ndarray | list,
+                       z_middle: np.ndarray | list | None = None) -> np.ndarray:
+        """(D, H, W) uint8 volume, (N, 6) boxes ``[x_min, y_min, z_min, x_max, y_max, z_max]`` (z inclusive) ->
+        (D, H, W) labels: each box starts on its middle slice (or ``z_middle``) and propagates up and down, each
+        slice encoded once: what ``predict`` writes for a 3D case."""
+        from .cases import label_dtype
+        from .segment import segment_3d
+
+        volume = np.asarray(volume)
+        if volume.dtype != np.uint8 or volume.ndim != 3 or volume.shape[2] in (3, 4):
+            hint = "; an (H, W, 3) picture goes to set_image" if volume.ndim == 3 and volume.shape[2] in (3, 4) else ""
+            raise ValueError(f"expected a (D, H, W) uint8 volume, got {volume.shape} {volume.dtype}{hint}")
+        array = checked_boxes(boxes, volume.shape, is_3d=True)
+        starts = None if z_middle is None else np.asarray(z_middle, dtype=np.int64)
+        return segment_3d(self.engine, volume, array, dtype=label_dtype(len(array)), z_middle=starts)
+
+
+def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool) -> np.ndarray:
+    """Boxes as ``predict`` takes them (``cases.check_boxes``): int64, clipped to the image with a warning;
+    ValueError naming the box for one that is inverted, empty or outside."""
+    from .cases import CaseError, check_boxes
+
+    width = 6 if is_3d else 4
+    array = np.asarray(boxes).reshape(-1, width) if np.size(boxes) else np.zeros((0, width), np.int64)
+    try:
+        array, notes = check_boxes(array, shape, is_3d)
+    except CaseError as exc:
+        raise ValueError(str(exc)) from exc
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return array
+
+
+def segment_npz(path: str | os.PathLike[str], predictor: Predictor | None = None) -> np.ndarray:
+    """One challenge case (2D or 3D, 2024 or 2025 layout) -> its ``segs``, as ``predict`` computes them."""
+    from .cases import load_case
+    from .runner import segment_case
+
+    predictor = predictor or Predictor()
+    return segment_case(predictor.engine, load_case(Path(path)))
+
+
+def segment_folder(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
+                   predictor: Predictor | None = None, overwrite: bool = False,
+                   overlay_dir: str | os.PathLike[str] | None = None) -> Iterator:
+    """``medsam-lite predict`` from Python: every case of ``input_dir`` written to ``output_dir``; yields one
+    result per case (``.case``, ``.status`` ok/skipped/failed, ``.message``, ``.seconds``) as it finishes."""
+    from .folder import find_cases
+    from .guards import check_outputs_outside_inputs
+    from .runner import run_folder
+
+    predictor = predictor or Predictor()
+    inputs, output = Path(input_dir), Path(output_dir)
+    cases, _ = find_cases(inputs)
+    overlays = Path(overlay_dir) if overlay_dir is not None else None
+    check_outputs_outside_inputs(inputs, cases, {"output folder": output, "overlay folder": overlays})
+    output.mkdir(parents=True, exist_ok=True)
+    if overlays is not None:
+        overlays.mkdir(parents=True, exist_ok=True)
+    yield from run_folder(predictor.engine, cases, output, overwrite, overlays)
