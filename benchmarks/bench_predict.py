@@ -75,7 +75,8 @@ def run_once(case: Path, checkpoint: Path, mode_args: list[str], threads: int | 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
-    parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
+    parser.add_argument("--checkpoint", default="lite_medsam.pth",
+                        help="a file in ../shared/checkpoints [default: the official weights]")
     parser.add_argument("--modes", default="official,torch,openvino")
     parser.add_argument("--export-dir", type=Path, default=Path("work_dir/openvino"))
     parser.add_argument("--only", nargs="*", default=[""], help="only cases whose name contains one of these")

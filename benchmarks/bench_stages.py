@@ -101,7 +101,8 @@ def matmul_peak(core, config: dict, n: int = 2048) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
-    parser.add_argument("--checkpoint", default="lite_medsam_demo.pth")
+    parser.add_argument("--checkpoint", default="lite_medsam.pth",
+                        help="a file in ../shared/checkpoints [default: the official weights]")
     parser.add_argument("--export-dir", type=Path, required=True)
     parser.add_argument("--only", nargs="*", default=[""], help="only cases whose name contains one of these")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is shown")
