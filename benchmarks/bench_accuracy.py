@@ -70,7 +70,9 @@ def cpu_description() -> str:
 def show(value: float | None, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return "-"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+    if signed:  # differences from a CSV rounded to 4 decimals: below half its last digit is no difference
+        return "0" if abs(value) < 5e-5 else f"{value:+.4f}"
+    return f"{value:.4f}"
 
 
 def main() -> int:
