@@ -214,3 +214,20 @@ def test_exports_are_kept_per_checkpoint(tmp_path, monkeypatch, checkpoint_path,
         assert np.array_equal(runs["seeded"][name], runs["seeded again"][name])
         assert np.array_equal(runs["other"][name], runs["other again"][name])
     assert any(not np.array_equal(runs["seeded"][n], runs["other"][n]) for n in runs["seeded"])
+
+
+def test_no_export_and_no_torch_says_what_to_install(tmp_path, monkeypatch, checkpoint_path):
+    """A torch-free install with weights but no export of them: one line naming the store folder, the torch extra
+    and the copy-an-export alternative; nothing written."""
+    from .test_install import _cli_without
+
+    monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(tmp_path / "home"))
+    done = _cli_without(["torch", "onnx"], ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--checkpoint",
+                                            checkpoint_path("seeded")], tmp_path)
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip()
+    assert message.count("\n") == 0 and "Traceback" not in message
+    assert "No OpenVINO export of" in message and str(tmp_path / "home" / "exports") in message
+    assert "needs torch and onnx" in message and 'pip install -e ".[torch]"' in message and "copy an export" in message
+    assert nothing_left(tmp_path / "out")
