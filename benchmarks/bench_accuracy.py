@@ -27,7 +27,7 @@ import numpy as np
 
 from evaluation.runner import CaseRow, evaluate_case, modality, summarise
 from medsam_lite.engines import create_engine
-from medsam_lite.runner import run_folder
+from medsam_lite.batch.runner import run_folder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -2,7 +2,7 @@
 the machine's fp32 matmul peak.
 
 Each case runs in a fresh process (``bench_predict.run_once``: the challenge's one case per run) on the
-OpenVINO fp32 engine; the stages come from the timing CSV (``medsam_lite.timing``): start-up (process start
+OpenVINO fp32 engine; the stages come from the timing CSV (``medsam_lite.core.timing``): start-up (process start
 until the engine is ready), load, pre-processing, encoder, decoder, post-processing/upsampling and write; "other"
 is the rest of the process's wall time (interpreter exit, the summary). Then:
 - the fp32 matmul peak of this machine as OpenVINO runs it (a 2048 x 2048 x 2048 MatMul, same threads);

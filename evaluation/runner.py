@@ -85,7 +85,7 @@ def _format(value: float | None) -> str:
 
 def write_metrics_csv(path: str | os.PathLike[str], rows: list[CaseRow], nsd: bool = True) -> None:
     """``case,dsc,nsd,note`` sorted by case (``nsd`` left out with --no-nsd)."""
-    from medsam_lite.outputs import write_with
+    from medsam_lite.core.atomic import write_with
 
     def _write(handle) -> None:
         writer = csv.writer(handle)
@@ -134,6 +134,6 @@ def summary_table(summary: dict) -> str:
 
 
 def write_summary_json(path: str | os.PathLike[str], summary: dict) -> None:
-    from medsam_lite.outputs import write_with
+    from medsam_lite.core.atomic import write_with
 
     write_with(path, lambda handle: json.dump(summary, handle, indent=2), mode="w")

@@ -1,3 +1,3 @@
-from .cli import entry
+from medsam_lite.cli import entry
 
 entry()

@@ -4,7 +4,7 @@ For each checkpoint in ../shared/checkpoints (the official weights against refer
 cases/ and the 18 of cases_mm/; the two stand-ins against reference/ and reference_random/), runs our pipeline
 on the cases of its reference folder and
 prints whether the output is bit-identical, the voxel agreement and the smallest per-label Dice, then how many
-cases were bit-identical with how many threads; exits 1 if any case misses the bar of ``medsam_lite.fidelity``
+cases were bit-identical with how many threads; exits 1 if any case misses the bar of ``evaluation.fidelity``
 (>= 99.999 % voxels equal and every label's Dice >= 0.9999). Float results depend on the CPU's kernels and on
 the thread count, so bit-identity is reported, not required.
 
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.cases import load_case
+from medsam_lite.io.challenge import load_case
 from medsam_lite.engines import create_engine
-from medsam_lite.fidelity import MIN_LABEL_DICE, MIN_VOXEL_AGREEMENT, compare
-from medsam_lite.segment import segment_2d, segment_3d
+from evaluation.fidelity import MIN_LABEL_DICE, MIN_VOXEL_AGREEMENT, compare
+from medsam_lite.pipeline.segment import segment_2d, segment_3d
 
 PAIRS = {"official": ("lite_medsam.pth", "reference_official"), "demo": ("lite_medsam_demo.pth", "reference"),
          "random": ("lite_medsam_random.pth", "reference_random")}
@@ -55,7 +55,7 @@ def main() -> int:
         path = args.shared / "checkpoints" / checkpoint
         export_dir = (args.export_dir or scratch) / Path(checkpoint).stem
         if args.engine == "openvino":
-            from medsam_lite.export import export_openvino
+            from medsam_lite.engines.export import export_openvino
 
             export_openvino(path, export_dir)
         engine = create_engine(args.engine, path, export_dir, threads=args.threads).engine

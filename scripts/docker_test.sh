@@ -9,7 +9,7 @@
 #   docker container run -m 8G --name X --rm -v IN:/workspace/inputs/ -v OUT:/workspace/outputs/ IMAGE:latest \
 #       /bin/bash -c "sh predict.sh"
 # compares the output with the official script's on the official weights (reference_official/: within the
-# fidelity bar of medsam_lite.fidelity, bit-identity counted), and prints per-case wall seconds, the
+# fidelity bar of evaluation.fidelity, bit-identity counted), and prints per-case wall seconds, the
 # peak memory of the container's cgroup, the image size and the start-up time of an empty case. It also
 # checks that an output folder owned by another user is written (files owned by that user), that a fixed
 # user (as the official image runs) is refused there with one clear line, that a case too large for -m 8G is
@@ -202,7 +202,7 @@ for case in "$SHARED"/cases/imgs/*.npz "$SHARED"/cases_mm/imgs/*.npz; do
   fi
   same=$(python3 -c "
 import sys, numpy as np
-from medsam_lite.fidelity import compare
+from evaluation.fidelity import compare
 a = compare(np.load(sys.argv[1])['segs'], np.load(sys.argv[2])['segs'])
 print(('identical' if a.identical else f'within the bar (voxels {a.voxels:.6f}, min Dice {a.min_dice:.5f})') if a.passes
       else f'NO (voxels {a.voxels:.6f}, min Dice {a.min_dice:.5f})')" \

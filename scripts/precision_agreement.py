@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.cases import load_case
+from medsam_lite.io.challenge import load_case
 from medsam_lite.engines.manifest import read_manifest
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
-from medsam_lite.fidelity import compare
-from medsam_lite.segment import segment_2d, segment_3d
+from evaluation.fidelity import compare
+from medsam_lite.pipeline.segment import segment_2d, segment_3d
 
 
 def main() -> int:

@@ -98,7 +98,7 @@ def torch_engines(checkpoint_path):
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory, checkpoint_path):
     """``exports(which)``: an OpenVINO export of that checkpoint, made once per session (about 15 s)."""
-    from medsam_lite.export import export_openvino
+    from medsam_lite.engines.export import export_openvino
 
     def make(which: str) -> Path:
         out = tmp_path_factory.mktemp(f"export-{which}")

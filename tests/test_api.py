@@ -57,7 +57,7 @@ def _official_cases() -> list[str]:
 
 def test_segment_npz_and_predictor_equal_predict_on_the_shared_cases(tmp_path, exports):
     from medsam_lite import Predictor, segment_npz
-    from medsam_lite.cases import load_case
+    from medsam_lite.io.challenge import load_case
 
     checkpoint = shared_path("checkpoints", "lite_medsam.pth")
     cases = [shared_case(name) for name in _official_cases()]
@@ -104,7 +104,7 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
 
 def test_import_medsam_lite_stays_cheap():
     done = subprocess.run([sys.executable, "-c", "import sys, medsam_lite; print(sorted(m for m in ('numpy', 'torch', "
-                           "'openvino', 'medsam_lite.api') if m in sys.modules)); print(medsam_lite.Predictor.__name__)"],
+                           "'openvino', 'medsam_lite.pipeline.predictor') if m in sys.modules)); print(medsam_lite.Predictor.__name__)"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[]", "Predictor"]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from medsam_lite import guards, runner
+from medsam_lite.batch import guards, runner
 from medsam_lite.cli import main
-from medsam_lite.folder import find_cases, select_shard, shard_of
-from medsam_lite.runner import run_folder
+from medsam_lite.batch.folder import find_cases, select_shard, shard_of
+from medsam_lite.batch.runner import run_folder
 
 from .conftest import ROOT
 
@@ -137,7 +137,7 @@ def test_cgroup_limit_is_read_and_counts_anonymous_memory(tmp_path, monkeypatch,
 
 
 def test_full_disk_fails_that_case_only_and_leaves_no_temporary_file(inputs, tmp_path, checkpoint_path, monkeypatch):
-    import medsam_lite.outputs as outputs
+    import medsam_lite.core.atomic as outputs
 
     real, calls = np.savez_compressed, []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsam_lite.checkpoint import CheckpointError, load_model, resolve_checkpoint
+from medsam_lite.engines.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from medsam_lite.modeling import build_lite_medsam
 
 

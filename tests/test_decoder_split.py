@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_lite.cases import load_case
-from medsam_lite.checkpoint import load_model
-from medsam_lite.preprocess import box_to_256, image_to_model_input
+from medsam_lite.io.challenge import load_case
+from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input
 
 from .conftest import ROOT
 

@@ -1,7 +1,7 @@
 """Our output against the official script's output (../shared/reference*/segs) on real cases.
 
 Torch's float results depend on the CPU's kernels and on the thread count, so these tests assert the fidelity
-bar (``medsam_lite.fidelity``: voxel agreement >= 0.99999, every label's Dice >= 0.9999), not bit-identity;
+bar (``evaluation.fidelity``: voxel agreement >= 0.99999, every label's Dice >= 0.9999), not bit-identity;
 ``scripts/check_fidelity.py`` reports how many cases are bit-identical and with how many threads.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import csv
 import numpy as np
 import pytest
 
-from medsam_lite.cases import load_case
-from medsam_lite.fidelity import compare
-from medsam_lite.official_schedule import segment_3d_official
-from medsam_lite.segment import segment_2d, segment_3d
+from medsam_lite.io.challenge import load_case
+from evaluation.fidelity import compare
+from medsam_lite.pipeline.official import segment_3d_official
+from medsam_lite.pipeline.segment import segment_2d, segment_3d
 
 from .conftest import FIXTURES, load_reference, shared_case, shared_path
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from medsam_lite.cases import load_case
+from medsam_lite.io.challenge import load_case
 from medsam_lite.cli import main
-from medsam_lite.segment import segment_3d
+from medsam_lite.pipeline.segment import segment_3d
 
 from .conftest import ROOT, shared_path
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from medsam_lite.cli import main
-from medsam_lite.fidelity import compare
-from medsam_lite.model_map import ModelMapError, modality_of, read_model_map
+from evaluation.fidelity import compare
+from medsam_lite.batch.model_map import ModelMapError, modality_of, read_model_map
 
 from .conftest import ROOT, load_reference, shared_path
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from medsam_lite.cases import load_case
+from medsam_lite.io.challenge import load_case
 from medsam_lite.cli import main
 from medsam_lite.engines import ExportError, create_engine
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
-from medsam_lite.export import export_int8_encoder
-from medsam_lite.fidelity import compare
-from medsam_lite.postprocess import foreground, masks_from_logits, upscale_logits
-from medsam_lite.preprocess import box_to_256, image_to_model_input
-from medsam_lite.segment import segment_2d, segment_3d
+from medsam_lite.batch.int8 import export_int8_encoder
+from evaluation.fidelity import compare
+from medsam_lite.core.postprocess import foreground, masks_from_logits, upscale_logits
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input
+from medsam_lite.pipeline.segment import segment_2d, segment_3d
 
 from .conftest import ROOT, load_reference, shared_path
 

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from medsam_lite.overlay import FILL_ALPHA, PALETTE, label_colours, overlay_image
+from medsam_lite.io.overlay import FILL_ALPHA, PALETTE, label_colours, overlay_image
 
 from .conftest import ROOT
 

@@ -94,7 +94,7 @@ def test_case_names():
 
 
 def test_pictures_read_as_pre_grey_rgb(tmp_path):
-    from medsam_lite.image_case import model_image
+    from medsam_lite.io.image_case import model_image
 
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
@@ -128,7 +128,7 @@ def test_real_dicom_ct_reads_in_hounsfield_units_with_the_window(tmp_path, expor
     pydicom = pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
 
-    from medsam_lite.image_case import ImageOptions, image_case
+    from medsam_lite.io.image_case import ImageOptions, image_case
 
     source = Path(get_testdata_file("CT_small.dcm"))
     dataset = pydicom.dcmread(source)
@@ -169,7 +169,7 @@ def test_dicom_folder_and_zip_keep_the_geometry(tmp_path):
 def test_label_map_boxes_are_the_shared_tight_boxes(tmp_path):
     """The boxes of the shared cases are the tight boxes of their ground truth: tight_boxes reproduces them, and
     --boxes-from a NIfTI label map gives them too."""
-    from medsam_lite.image_case import ImageOptions, prompts_for
+    from medsam_lite.io.image_case import ImageOptions, prompts_for
 
     folder = shared_path("cases", "gts")
     for path in sorted(folder.glob("*.npz")):
@@ -288,7 +288,7 @@ def test_ct_in_hounsfield_units_as_nifti_equals_its_npz_conversion(tmp_path, exp
 
 def test_2025_dict_boxes_in_json_start_at_z_mid(tmp_path, exports):
     from medsam_lite.engines.openvino_engine import OpenVINOEngine
-    from medsam_lite.segment import segment_3d
+    from medsam_lite.pipeline.segment import segment_3d
 
     volume, boxes = np.load(DEMO_3D)["imgs"], np.load(DEMO_3D)["boxes"]
     image = write_medical(tmp_path / "v.nii.gz", volume, SPACING)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medsam_lite.postprocess import LOGIT_THRESHOLD, foreground, upscale_logits
-from medsam_lite.preprocess import box_to_256, image_to_model_input, mask_box_256, resize_longest_side
+from medsam_lite.core.postprocess import LOGIT_THRESHOLD, foreground, upscale_logits
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input, mask_box_256, resize_longest_side
 
 
 def test_grey_slice_resize_equals_repeated_rgb_resize():

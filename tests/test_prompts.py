@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from medsam_lite.automask import box_nms, crop_boxes, point_grid, remove_small_regions, stability_score
-from medsam_lite.prompting import sam_prompt
+from medsam_lite.pipeline.automask import box_nms, crop_boxes, point_grid, remove_small_regions, stability_score
+from medsam_lite.pipeline.prompting import sam_prompt
 
 from .conftest import ROOT
 
@@ -47,7 +47,7 @@ def test_a_box_as_corner_points_is_the_box_path(torch_engines):
 
 
 def test_openvino_prompt_decoder_matches_torch(torch_engines, ov_engines):
-    from medsam_lite.preprocess import image_to_model_input
+    from medsam_lite.core.preprocess import image_to_model_input
 
     image = np.load(DEMO_2D)["imgs"]
     model_in, _ = image_to_model_input(image)
@@ -83,9 +83,9 @@ def test_amg_helpers_are_sams():
 
 
 def test_generate_keeps_the_prompt_masks_that_pass(ov_engines):
-    from medsam_lite.automask import AutoMaskParams, generate
-    from medsam_lite.prompting import prompt_masks
-    from medsam_lite.segment import encode_image
+    from medsam_lite.pipeline.automask import AutoMaskParams, generate
+    from medsam_lite.pipeline.prompting import prompt_masks
+    from medsam_lite.pipeline.segment import encode_image
 
     engine = ov_engines("seeded")
     image = np.load(DEMO_2D)["imgs"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from medsam_lite.cases import load_case
-from medsam_lite.official_schedule import segment_3d_official
-from medsam_lite.preprocess import box_to_256, image_to_model_input, mask_box_256
-from medsam_lite.segment import segment_3d
+from medsam_lite.io.challenge import load_case
+from medsam_lite.pipeline.official import segment_3d_official
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input, mask_box_256
+from medsam_lite.pipeline.segment import segment_3d
 
 from .conftest import ROOT
 

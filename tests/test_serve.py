@@ -93,7 +93,7 @@ def test_2d_boxes_equal_predict_and_the_second_prompt_runs_the_decoder_only(clie
 
 
 def test_3d_propagation_equals_predict_and_slice_boxes_equal_segment_2d(client, exports, ov_engines, tmp_path):
-    from medsam_lite.segment import segment_2d
+    from medsam_lite.pipeline.segment import segment_2d
 
     info = _upload(client, DEMO_3D)
     assert info["is_3d"] and info["shape"] == list(np.load(DEMO_3D)["imgs"].shape)
@@ -219,8 +219,8 @@ def _feature_mask(feature: dict, shape) -> np.ndarray:
 
 
 def test_samapi_box_and_points_contract(client, ov_engines):
-    from medsam_lite.prompting import prompt_masks, sam_prompt
-    from medsam_lite.segment import encode_image
+    from medsam_lite.pipeline.prompting import prompt_masks, sam_prompt
+    from medsam_lite.pipeline.segment import encode_image
 
     image = np.load(DEMO_2D)["imgs"][20:180, 10:200]  # a crop, as QuPath sends the viewed region
     b64 = _png_b64(image)
@@ -278,7 +278,7 @@ def test_samapi_automask(client):
 
 def test_fastmedsam_upload_and_segment(client, ov_engines, tmp_path):
     from medsam_lite.io.prompts import tight_boxes, widen_thin_boxes
-    from medsam_lite.segment import segment_2d
+    from medsam_lite.pipeline.segment import segment_2d
 
     volume = np.load(DEMO_3D)["imgs"]
     gts = np.load(DEMO / "gts/3DBox_Synthetic_ellipsoids.npz")["gts"]

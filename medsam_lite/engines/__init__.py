@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
-from ..optional import MissingDependency, require_torch
-from .base import Engine
-from .manifest import ExportError, check_matches, read_manifest
+from medsam_lite.engines.checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
+from medsam_lite.core.optional import MissingDependency, require_torch
+from medsam_lite.engines.base import Engine
+from medsam_lite.engines.manifest import ExportError, check_matches, read_manifest
 
 ENGINES = ("auto", "openvino", "torch")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -34,7 +34,7 @@ def named_export_dir(export_dir: str | os.PathLike[str] | None) -> Path | None:
 
 def weights_note(path: Path, digest: str) -> list[str]:
     """The log's word on weights that are not the official ones (none for the official ones)."""
-    from ..weights import OFFICIAL_SHA256
+    from medsam_lite.engines.weights import OFFICIAL_SHA256
 
     return [] if digest == OFFICIAL_SHA256 else [f"{path}: not the official LiteMedSAM weights (sha256 {digest[:16]}...)"]
 
@@ -88,7 +88,7 @@ def create_engine(
         found = _explicit_or_default_checkpoint(checkpoint, default_checkpoint)
         if checkpoint is not None and found is None:
             raise CheckpointError(f"no checkpoint at {checkpoint}")
-        from .openvino_engine import OpenVINOEngine
+        from medsam_lite.engines.openvino_engine import OpenVINOEngine
 
         engine = OpenVINOEngine(folder, precision=precision, threads=threads, background=True)
         try:
@@ -111,7 +111,7 @@ def create_engine(
         require_torch(f"{folder} holds no OpenVINO export, so the torch engine would run; it",
                       hint=f"Then `medsam-lite export` once gives the faster, torch-free OpenVINO engine (an export "
                            f"made on another machine can also be copied to {folder}).")
-    from ..weights import checkpoint_or_fetch, checkpoint_sha256
+    from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
     return _torch_choice(path, checkpoint_sha256(path), device, threads)
@@ -120,7 +120,7 @@ def create_engine(
 def _from_store(name: str, checkpoint, precision: str, threads: int | None, device: str, background: bool,
                 allow_fetch: bool, say) -> EngineChoice:
     """``create_engine`` with no export folder named: the weights found (or fetched), their store export."""
-    from ..weights import checkpoint_or_fetch, checkpoint_sha256
+    from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     if name == "torch":
         if precision != "f32":
@@ -130,8 +130,8 @@ def _from_store(name: str, checkpoint, precision: str, threads: int | None, devi
     digest = checkpoint_sha256(path)
     if name == "torch":
         return _torch_choice(path, digest, device, threads)
-    from .openvino_engine import OpenVINOEngine
-    from .store import ensure_export
+    from medsam_lite.engines.openvino_engine import OpenVINOEngine
+    from medsam_lite.engines.store import ensure_export
 
     folder = ensure_export(path, digest, say)
     notes = weights_note(path, digest)
@@ -149,7 +149,7 @@ def _openvino_choice(engine, folder: Path, precision: str, notes: list[str], dig
 
 
 def _torch_choice(path: Path, digest: str, device: str, threads: int | None) -> EngineChoice:
-    from .torch_engine import TorchEngine
+    from medsam_lite.engines.torch_engine import TorchEngine
 
     engine = TorchEngine(path, device=device, threads=threads)
     notes = weights_note(path, digest) + [f"checkpoint {path}: {n}" for n in engine.notes]

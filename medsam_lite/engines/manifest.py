@@ -61,7 +61,7 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> Manifest | None:
 
 def write_manifest(export_dir: str | os.PathLike[str], manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically (it marks the export as complete)."""
-    from ..outputs import write_with
+    from medsam_lite.core.atomic import write_with
 
     write_with(Path(export_dir) / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
 

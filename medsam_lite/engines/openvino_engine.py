@@ -16,10 +16,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ..postprocess import masks_from_logits
-from ..timing import stage
-from .manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
-from .openvino_import import import_openvino
+from medsam_lite.core.postprocess import masks_from_logits
+from medsam_lite.core.timing import stage
+from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
+from medsam_lite.engines.openvino_import import import_openvino
 
 ov = import_openvino()
 

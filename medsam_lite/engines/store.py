@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .manifest import ExportError, read_manifest
+from medsam_lite.engines.manifest import ExportError, read_manifest
 
 CHECKOUT_EXPORT_DIR = Path("work_dir/openvino")  # the folder `medsam-lite export --out work_dir/openvino` fills
 
 
 def store_root() -> Path:
-    from ..weights import home_dir
+    from medsam_lite.engines.weights import home_dir
 
     return home_dir() / "exports"
 
@@ -63,7 +63,7 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
     found = find_export(digest)
     if found is not None:
         return found
-    from ..optional import require_torch
+    from medsam_lite.core.optional import require_torch
 
     target = store_dir(digest)
     require_torch(f"No OpenVINO export of {checkpoint} exists yet (looked in {target}); making one", ("torch", "onnx"),
@@ -74,7 +74,7 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
             found = find_export(digest)  # made by another process meanwhile
             if found is not None:
                 return found
-            from ..export import export_openvino
+            from medsam_lite.engines.export import export_openvino
 
             if say is not None:
                 say(f"exporting {checkpoint} to OpenVINO once -> {target} (about half a minute)")

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_model
-from ..timing import stage
+from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.core.timing import stage
 
 # Boxes per decoder run. Measured on 33 boxes of one 2D image (2 cores): one at a time 1.8 s, all 33 in
 # one batch 4.8 s (the decoder repeats the 64x64 embedding per box, and large batches leave the cache).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .image import ImageError
+from medsam_lite.io.image import ImageError
 
 MODALITIES = ("CT", "MR", "other", "raw")
 # (level, width) in HU; abdomen is pre_CT_MR.py's default

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..optional import MissingDependency, missing
-from ..outputs import atomic_path
-from .image import Geometry, ImageData, ImageError, case_name
+from medsam_lite.core.optional import MissingDependency, missing
+from medsam_lite.core.atomic import atomic_path
+from medsam_lite.io.image import Geometry, ImageData, ImageError, case_name
 
 IO_EXTRA = 'pip install -e .  (SimpleITK is one of its dependencies; alone: pip install SimpleITK)'
 # Pixels a medical image may have before it is read (headers are read first): 2**31, about 8 GiB as int32.

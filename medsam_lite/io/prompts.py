@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cases import label_dtype
-from ..layout2025 import boxes_from_dicts
-from .image import ImageData, ImageError
+from medsam_lite.core.case import label_dtype
+from medsam_lite.io.layout2025 import boxes_from_dicts
+from medsam_lite.io.image import ImageData, ImageError
 
 MAX_LABEL = 65535
 

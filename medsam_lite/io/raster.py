@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..outputs import write_with
-from .image import ImageData, ImageError, case_name
+from medsam_lite.core.atomic import write_with
+from medsam_lite.io.image import ImageData, ImageError, case_name
 
 MAX_PIXELS = 1 << 28  # 268 megapixels, checked from the header before decoding
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .image import IMAGE_SUFFIXES, RASTER_SUFFIXES, ImageData, ImageError, image_suffix
+from medsam_lite.io.image import IMAGE_SUFFIXES, RASTER_SUFFIXES, ImageData, ImageError, image_suffix
 
 
 def read_image(path: str | Path, series: str | None = None) -> ImageData:
     """Read an image file, a DICOM series folder or a .zip of one; ImageError says what is wrong."""
     path = Path(path)
-    from . import medical, raster
+    from medsam_lite.io import medical, raster
 
     if path.is_dir():
         return medical.read_dicom_folder(path, series)
@@ -28,7 +28,7 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
 def find_images(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """The images ``paths`` name, in order: a file as it is; a folder that holds a DICOM series as one image;
     another folder's image files and DICOM series subfolders, sorted. Also: the files skipped in those folders."""
-    from .medical import is_dicom_folder
+    from medsam_lite.io.medical import is_dicom_folder
 
     found, skipped = [], []
     for path in paths:

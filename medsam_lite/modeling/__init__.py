@@ -1,9 +1,9 @@
 """The LiteMedSAM network in torch: pure tensors in, tensors out."""
-from .image_encoder import TinyViT
-from .lite_medsam import EMBEDDING_SIZE, IMAGE_SIZE, LiteMedSAM, build_lite_medsam
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
-from .transformer import TwoWayTransformer
+from medsam_lite.modeling.image_encoder import TinyViT
+from medsam_lite.modeling.lite_medsam import EMBEDDING_SIZE, IMAGE_SIZE, LiteMedSAM, build_lite_medsam
+from medsam_lite.modeling.mask_decoder import MaskDecoder
+from medsam_lite.modeling.prompt_encoder import PromptEncoder
+from medsam_lite.modeling.transformer import TwoWayTransformer
 
 __all__ = [
     "EMBEDDING_SIZE",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from medsam_lite.modeling.common import LayerNorm2d
 
 
 class ConvBN(nn.Sequential):

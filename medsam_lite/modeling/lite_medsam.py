@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .image_encoder import TinyViT
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
-from .transformer import PreparedImage, TwoWayTransformer
+from medsam_lite.modeling.image_encoder import TinyViT
+from medsam_lite.modeling.mask_decoder import MaskDecoder
+from medsam_lite.modeling.prompt_encoder import PromptEncoder
+from medsam_lite.modeling.transformer import PreparedImage, TwoWayTransformer
 
 IMAGE_SIZE = 256  # model input side, pixels
 EMBEDDING_SIZE = 64  # image embedding side

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
-from .transformer import PreparedImage, TwoWayTransformer
+from medsam_lite.modeling.common import LayerNorm2d
+from medsam_lite.modeling.transformer import PreparedImage, TwoWayTransformer
 
 
 class MLP(nn.Module):

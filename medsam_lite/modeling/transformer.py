@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import MLPBlock
+from medsam_lite.modeling.common import MLPBlock
 
 
 class ImageProjections(NamedTuple):

@@ -11,9 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .service import VERSION, Service
-from .uploads import UploadError
-from .worker import Busy
+from medsam_lite.serve.service import VERSION, Service
+from medsam_lite.serve.uploads import UploadError
+from medsam_lite.serve.worker import Busy
 
 log = logging.getLogger("medsam_lite.serve")
 STATIC = Path(__file__).with_name("static")
@@ -109,7 +109,7 @@ def create_app(service: Service) -> FastAPI:
     """The application around a started Service (closed when the application shuts down)."""
     from fastapi.middleware.cors import CORSMiddleware
 
-    from . import fastmedsam, native, samapi
+    from medsam_lite.serve import fastmedsam, native, samapi
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

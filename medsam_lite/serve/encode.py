@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..io.polygons import geojson_geometry
-from .store import ImageMeta
+from medsam_lite.io.polygons import geojson_geometry
+from medsam_lite.serve.store import ImageMeta
 
 FORMATS = ("npz", "nifti", "png", "rle", "geojson")
 MEDIA = {"npz": "application/octet-stream", "nifti": "application/gzip", "png": "image/png"}
@@ -24,8 +24,8 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
 
 def nifti_bytes(labels: np.ndarray, meta: ImageMeta) -> bytes:
     """.nii.gz of ``labels`` with the image's origin/spacing/direction (a challenge npz: its spacing only)."""
-    from ..io.image import Geometry
-    from ..io.medical import write_labels_medical
+    from medsam_lite.io.image import Geometry
+    from medsam_lite.io.medical import write_labels_medical
 
     if meta.geometry is not None and len(meta.geometry["spacing"]) == labels.ndim:
         geometry = Geometry(tuple(meta.geometry["origin"]), tuple(meta.geometry["spacing"]), tuple(meta.geometry["direction"]))

@@ -11,13 +11,13 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..cases import label_dtype
-from ..io.prompts import label_values_of, tight_boxes, widen_thin_boxes
-from .encode import npz_bytes
-from .native import receive_upload
-from .service import Service
-from .store import StoredImage
-from .uploads import Intensity, UploadError, safe_name
+from medsam_lite.core.case import label_dtype
+from medsam_lite.io.prompts import label_values_of, tight_boxes, widen_thin_boxes
+from medsam_lite.serve.encode import npz_bytes
+from medsam_lite.serve.native import receive_upload
+from medsam_lite.serve.service import Service
+from medsam_lite.serve.store import StoredImage
+from medsam_lite.serve.uploads import Intensity, UploadError, safe_name
 
 router = APIRouter(tags=["FastMedSAM"])
 NAMES_KEPT = 10000

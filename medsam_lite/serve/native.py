@@ -11,12 +11,12 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..cases import label_dtype
-from .encode import MEDIA, encode, npz_bytes
-from .schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
-from .service import VERSION, Service
-from .store import StoredImage
-from .uploads import Intensity, UploadError, read_case_npz
+from medsam_lite.core.case import label_dtype
+from medsam_lite.serve.encode import MEDIA, encode, npz_bytes
+from medsam_lite.serve.schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
+from medsam_lite.serve.service import VERSION, Service
+from medsam_lite.serve.store import StoredImage
+from medsam_lite.serve.uploads import Intensity, UploadError, read_case_npz
 
 router = APIRouter()
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -179,7 +179,7 @@ async def predict_once(request: Request, file: UploadFile = File(..., descriptio
     path, _, _ = await receive_upload(service, file)
     try:
         case = await run_in_threadpool(read_case_npz, path, file.filename, service.settings.max_pixels)
-        from ..runner import segment_case
+        from medsam_lite.pipeline.case import segment_case
 
         segs = await service.worker.run(segment_case, service.choice.engine, case)
     finally:

@@ -9,10 +9,10 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from ..engines.base import Engine
-from ..prompting import PromptMask, prompt_masks, sam_prompt
-from ..segment import EMBEDDING_BYTES, encode_image, segment_2d, segment_3d
-from .lru import ByteLRU
+from medsam_lite.engines.base import Engine
+from medsam_lite.pipeline.prompting import PromptMask, prompt_masks, sam_prompt
+from medsam_lite.pipeline.segment import EMBEDDING_BYTES, encode_image, segment_2d, segment_3d
+from medsam_lite.serve.lru import ByteLRU
 
 
 @dataclass

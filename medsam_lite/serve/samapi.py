@@ -11,11 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from ..automask import AutoMaskParams, generate
-from ..io.polygons import geojson_geometry
-from .schemas import SAMAutoMaskBody, SAMBody, SAMWeightsBody
-from .service import VERSION, Service
-from .uploads import UploadError, decode_b64_picture
+from medsam_lite.pipeline.automask import AutoMaskParams, generate
+from medsam_lite.io.polygons import geojson_geometry
+from medsam_lite.serve.schemas import SAMAutoMaskBody, SAMBody, SAMWeightsBody
+from medsam_lite.serve.service import VERSION, Service
+from medsam_lite.serve.uploads import UploadError, decode_b64_picture
 
 router = APIRouter(prefix="/sam", tags=["samapi (QuPath)"])
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t", "sam2_l", "sam2_bp", "sam2_s", "sam2_t", "sam3")

@@ -10,15 +10,15 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..cases import CaseError, check_boxes, label_dtype
-from ..engines import EngineChoice
-from ..io.prompts import label_values_of
-from ..layout2025 import boxes_from_dicts
-from .predictor import SlicePredictor, Timing
-from .settings import MIB, ServeSettings
-from .store import ImageStore, StoredImage
-from .uploads import Intensity, UploadError, decode_file, sniff_suffix
-from .worker import InferenceWorker
+from medsam_lite.core.case import CaseError, check_boxes, label_dtype
+from medsam_lite.engines import EngineChoice
+from medsam_lite.io.prompts import label_values_of
+from medsam_lite.io.layout2025 import boxes_from_dicts
+from medsam_lite.serve.predictor import SlicePredictor, Timing
+from medsam_lite.serve.settings import MIB, ServeSettings
+from medsam_lite.serve.store import ImageStore, StoredImage
+from medsam_lite.serve.uploads import Intensity, UploadError, decode_file, sniff_suffix
+from medsam_lite.serve.worker import InferenceWorker
 
 VERSION = "0.1.0"
 

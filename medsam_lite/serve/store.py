@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .lru import ByteLRU
+from medsam_lite.serve.lru import ByteLRU
 
 
 @dataclass

@@ -18,12 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..cases import Case, CaseError, load_case
-from ..optional import MissingDependency
-from ..io.image import IMAGE_SUFFIXES, ImageError, image_suffix
-from ..io.intensity import window_for
-from ..io.raster import as_rgb, file_header_size, header_size
-from .store import ImageMeta
+from medsam_lite.core.case import Case, CaseError
+from medsam_lite.io.challenge import load_case
+from medsam_lite.core.optional import MissingDependency
+from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
+from medsam_lite.io.intensity import window_for
+from medsam_lite.io.raster import as_rgb, file_header_size, header_size
+from medsam_lite.serve.store import ImageMeta
 
 
 class UploadError(ValueError):
@@ -36,7 +37,7 @@ class UploadError(ValueError):
 
 @dataclass
 class Intensity:
-    """How a medical image becomes uint8 (``medsam_lite.image_case``): modality and CT window."""
+    """How a medical image becomes uint8 (``medsam_lite.io.image_case``): modality and CT window."""
 
     modality: str | None = None
     window: tuple[float, float] | None = None
@@ -86,7 +87,7 @@ def _check_pixels(count: int, shape, max_pixels: int) -> None:
 def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
     """A challenge npz (checked as ``predict`` checks it); 3D by the client's name (``3D...``) or, without one,
     by the shape of ``imgs``."""
-    from ..guards import read_npz_headers
+    from medsam_lite.io.npy_header import read_npz_headers
 
     try:
         headers = read_npz_headers(path)
@@ -124,8 +125,8 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
             gts = None
         meta = ImageMeta(name, "npz", case.is_3d, list(case.image.shape), case.boxes.tolist(), spacing)
         return case.image, meta, gts, None
-    from ..image_case import model_image, resolve_modality
-    from ..io.read import read_image
+    from medsam_lite.io.image_case import model_image, resolve_modality
+    from medsam_lite.io.read import read_image
 
     folder = Path(tempfile.mkdtemp(prefix="read-", dir=path.parent))  # this upload's own: names cannot collide
     typed = folder / ("upload" + suffix)
@@ -166,7 +167,7 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
 
 def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:
     """samapi's ``b64img`` (a base64 PNG or JPEG) -> (H, W, 3) uint8 RGB by the pre_grey_rgb rules."""
-    from ..io.intensity import grey_rgb
+    from medsam_lite.io.intensity import grey_rgb
 
     try:
         raw = base64.b64decode(text, validate=True)

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .engines.base import Engine
-from .postprocess import masks_from_logits
-from .preprocess import MODEL_SIZE, box_to_256, resized_size
-from .timing import stage
+from medsam_lite.engines.base import Engine
+from medsam_lite.core.postprocess import masks_from_logits
+from medsam_lite.core.preprocess import MODEL_SIZE, box_to_256, resized_size
+from medsam_lite.core.timing import stage
 
 
 @dataclass

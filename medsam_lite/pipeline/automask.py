@@ -15,8 +15,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .engines.base import Engine
-from .prompting import PromptMask, prompt_masks, sam_prompt
+from medsam_lite.engines.base import Engine
+from medsam_lite.pipeline.prompting import PromptMask, prompt_masks, sam_prompt
 
 OUTPUT_TYPES = ("Single mask", "Multi-mask (all)", "Multi-mask (largest)", "Multi-mask (smallest)",
                 "Multi-mask (best quality)")

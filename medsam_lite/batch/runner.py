@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .cases import CaseError, load_case
-from .engines.base import Engine
-from .guards import check_case_fits, usable_cpus
-from .model_map import ModelRouter
-from .outputs import write_segs, write_with
-from .segment import DEFAULT_CACHE_BYTES, segment_2d, segment_3d
-from .timing import STAGES, collect, stage
+from medsam_lite.core.case import CaseError
+from medsam_lite.io.challenge import load_case
+from medsam_lite.engines.base import Engine
+from medsam_lite.batch.guards import check_case_fits, usable_cpus
+from medsam_lite.batch.model_map import ModelRouter
+from medsam_lite.core.atomic import write_segs, write_with
+from medsam_lite.pipeline.case import segment_case
+from medsam_lite.pipeline.segment import DEFAULT_CACHE_BYTES
+from medsam_lite.core.timing import STAGES, collect, stage
 
-SCHEDULES = ("fast", "official")
 TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model", *(f"{s}_s" for s in STAGES))
 
 
@@ -35,24 +36,7 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     model: str = ""
     notes: list[str] = field(default_factory=list)  # said once per run by the caller
-    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.timing.STAGES)
-
-
-def segment_case(engine: Engine, case, schedule: str = "fast"):
-    """The label map of a checked Case (labels 1..N in box order), by the fast or the official schedule."""
-    if schedule == "official":
-        from .official_schedule import segment_2d_official, segment_3d_official
-
-        run_2d, run_3d = segment_2d_official, segment_3d_official
-    else:
-        run_2d, run_3d = segment_2d, segment_3d
-    if len(case.boxes) == 0 and case.fallback is not None:
-        return case.fallback
-    if case.is_3d:
-        if case.z_middle is not None:
-            return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype, z_middle=case.z_middle)
-        return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype)
-    return run_2d(engine, case.image, case.boxes, dtype=case.label_dtype)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.core.timing.STAGES)
 
 
 def write_error_message(exc: OSError, output: Path) -> str:
@@ -100,7 +84,7 @@ def compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | N
 
 def write_case(result: CaseResult, writer: Writer | None) -> CaseResult:
     """Run ``writer`` and add its seconds to ``result`` (``write`` stage and ``seconds``); a failed write makes
-    the result ``failed`` with its reason. Safe on any thread: it times itself, not through medsam_lite.timing."""
+    the result ``failed`` with its reason. Safe on any thread: it times itself, not through medsam_lite.core.timing."""
     if writer is None:
         return result
     start = time.perf_counter()
@@ -135,9 +119,9 @@ def _compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | 
         try:
             if overlay_dir is not None:
                 if schedule == "official":
-                    from .official_schedule import save_official_overlay as save_overlay
+                    from medsam_lite.pipeline.official import save_official_overlay as save_overlay
                 else:
-                    from .overlay import save_overlay
+                    from medsam_lite.io.overlay import save_overlay
                 writing = overlay_dir / (path.stem + ".png")
                 save_overlay(writing, case.image, segs, case.boxes)
                 writing = output
@@ -241,3 +225,23 @@ def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]
                 writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model, *stages])
 
     write_with(path, _write, mode="w")
+
+
+def segment_folder(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
+                   predictor=None, overwrite: bool = False,
+                   overlay_dir: str | os.PathLike[str] | None = None) -> Iterator:
+    """``medsam-lite predict`` from Python: every case of ``input_dir`` written to ``output_dir``; yields one
+    result per case (``.case``, ``.status`` ok/skipped/failed, ``.message``, ``.seconds``) as it finishes."""
+    from medsam_lite.pipeline.predictor import Predictor
+    from medsam_lite.batch.folder import find_cases
+    from medsam_lite.batch.guards import check_outputs_outside_inputs
+
+    predictor = predictor or Predictor()
+    inputs, output = Path(input_dir), Path(output_dir)
+    cases, _ = find_cases(inputs)
+    overlays = Path(overlay_dir) if overlay_dir is not None else None
+    check_outputs_outside_inputs(inputs, cases, {"output folder": output, "overlay folder": overlays})
+    output.mkdir(parents=True, exist_ok=True)
+    if overlays is not None:
+        overlays.mkdir(parents=True, exist_ok=True)
+    yield from run_folder(predictor.engine, cases, output, overwrite, overlays)

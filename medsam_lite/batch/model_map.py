@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .engines import EngineChoice, create_engine
+from medsam_lite.engines import EngineChoice, create_engine
 
 DEFAULT_KEY = "default"
 

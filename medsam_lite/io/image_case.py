@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case, CaseError, check_boxes, label_dtype
-from .io.image import ImageData, ImageError, case_name, image_suffix
-from .io.intensity import grey_rgb, modality_of, to_uint8, window_for
-from .io.prompts import Prompts, boxes_from_json, boxes_from_label_map, label_values_of
+from medsam_lite.core.case import Case, CaseError, check_boxes, label_dtype
+from medsam_lite.io.image import ImageData, ImageError, case_name, image_suffix
+from medsam_lite.io.intensity import grey_rgb, modality_of, to_uint8, window_for
+from medsam_lite.io.prompts import Prompts, boxes_from_json, boxes_from_label_map, label_values_of
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _matching(folder: Path, name: str, suffixes: tuple[str, ...] | None) -> Path
 
 def prompts_for(data: ImageData, options: ImageOptions) -> Prompts:
     """The boxes of ``options`` for this image (a folder of prompt files: the one named after the case)."""
-    from .io.read import read_image
+    from medsam_lite.io.read import read_image
 
     if options.boxes is not None and options.boxes_from is not None:
         raise ImageError("give --boxes or --boxes-from, not both")
@@ -108,7 +108,7 @@ def prompts_for(data: ImageData, options: ImageOptions) -> Prompts:
 
 
 def _is_series(path: Path) -> bool:
-    from .io.medical import is_dicom_folder
+    from medsam_lite.io.medical import is_dicom_folder
 
     return is_dicom_folder(path)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import CaseError, label_dtype
-from .image_case import ImageOptions, model_image, resolve_modality
-from .io.image import Geometry, ImageError
-from .io.intensity import window_for
-from .io.prompts import label_values, tight_boxes
-from .outputs import write_with
+from medsam_lite.core.case import CaseError, label_dtype
+from medsam_lite.io.image_case import ImageOptions, model_image, resolve_modality
+from medsam_lite.io.image import Geometry, ImageError
+from medsam_lite.io.intensity import window_for
+from medsam_lite.io.prompts import label_values, tight_boxes
+from medsam_lite.core.atomic import write_with
 
 
 @dataclass
@@ -40,7 +40,7 @@ def to_npz(image_path: Path, out: Path, options: ImageOptions, labels_path: Path
            label_slices_only: bool = False) -> Converted:
     """Write the challenge case of ``image_path`` (and its label map) to ``out`` (a .npz file, or a folder for
     the default name)."""
-    from .io.read import read_image
+    from medsam_lite.io.read import read_image
 
     data = read_image(image_path, options.series)
     modality = resolve_modality(data, options.modality)
@@ -95,8 +95,8 @@ def _read_npz_array(path: Path, key: str) -> np.ndarray | None:
 def to_nifti(segs_path: Path, out: Path, like: Path | None = None, case_path: Path | None = None) -> Converted:
     """``segs`` of a challenge output -> ``out`` (.nii.gz) with the geometry of the original image ``like``;
     without it, the ``spacing`` of ``case_path`` (or of the segs file) only, and that is said."""
-    from .io.medical import write_labels_medical
-    from .io.read import read_image
+    from medsam_lite.io.medical import write_labels_medical
+    from medsam_lite.io.read import read_image
 
     segs = _read_npz_array(segs_path, "segs")
     if segs is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .npy_header import read_npy_header
+from medsam_lite.io.npy_header import read_npy_header
 
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
 # The globals a pickled numpy object array of plain Python values refers to; nothing else is admitted.

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cases import CaseError, is_3d_name
-from .npy_header import read_npy_header
+from medsam_lite.core.case import CaseError, is_3d_name
+from medsam_lite.io.npy_header import ArrayHeader, read_npz_headers
 
 MIB = 1 << 20
 # What a case needs besides its arrays: the per-slice work (model input, logits, upsampled masks) and the
@@ -47,40 +46,24 @@ def check_outputs_outside_inputs(input_dir: Path, cases: list[Path], outputs: di
                                f"they would be overwritten; choose another folder")
 
 
-@dataclass
-class ArrayHeader:
-    """Shape and dtype of one array of an .npz, read from its .npy header without the data."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: a crafted shape cannot overflow
-
-
-def read_npz_headers(path: str | os.PathLike[str], names: tuple[str, ...] = ("imgs", "boxes")) -> dict[str, ArrayHeader]:
-    """Headers of the arrays ``names`` found in the .npz at ``path`` (missing ones are left out).
-
-    Raises CaseError when the file is no readable zip or a header is malformed."""
-    headers: dict[str, ArrayHeader] = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = set(archive.namelist())
-            for name in names:
-                if f"{name}.npy" not in members:
-                    continue
-                with archive.open(f"{name}.npy") as handle:
-                    headers[name] = ArrayHeader(*read_npy_header(handle))
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
-    return headers
+def check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> None:
+    """Refuse (UnsafeOutput) an output folder that is the folder of an input file, or is or lies inside an input
+    folder (symbolic links followed): ``segment``'s inputs are files and folders, not one folder of cases."""
+    for what, target in outputs.items():
+        if target is None:
+            continue
+        resolved = target.resolve()
+        for path in inputs:
+            folder = path.resolve() if path.is_dir() else path.resolve().parent
+            if resolved == folder or (path.is_dir() and folder in resolved.parents):
+                raise UnsafeOutput(f"the {what} {target} is inside the input folder {folder}: inputs could be "
+                                   f"overwritten; choose another folder")
 
 
 def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int) -> int:
     """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
     as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``) and a margin."""
-    from .segment import EMBEDDING_BYTES
+    from medsam_lite.pipeline.segment import EMBEDDING_BYTES
 
     image = headers.get("imgs")
     if image is None or len(image.shape) < 2:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .cases import label_dtype
+from medsam_lite.core.case import label_dtype
 
 MODEL_SIZE = 256
 BOX_MARGIN_256 = 3  # pixels at 256 added around a propagated mask's box

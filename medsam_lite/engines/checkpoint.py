@@ -27,7 +27,7 @@ class LoadedCheckpoint:
 def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
     """The checkpoint to use, without fetching (``weights.find_checkpoint``): the named one, else the checkout's,
     else the cached official weights; CheckpointError saying how to get them when there is none."""
-    from .weights import OFFLINE_HELP, cached_checkpoint, find_checkpoint
+    from medsam_lite.engines.weights import OFFLINE_HELP, cached_checkpoint, find_checkpoint
 
     found = find_checkpoint(path)
     if found is None:
@@ -93,7 +93,7 @@ def load_model(path: str | os.PathLike[str]):  # -> LiteMedSAM (torch is importe
     """Build LiteMedSAM, load ``path`` with ``strict=True`` and return (model in eval mode, notes)."""
     import torch
 
-    from .modeling import build_lite_medsam
+    from medsam_lite.modeling import build_lite_medsam
 
     loaded = load_state_dict(path)
     model = build_lite_medsam()

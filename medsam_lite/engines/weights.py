@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
+from medsam_lite.engines.checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
 
 OFFICIAL_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 OFFICIAL_SIZE = 39_370_479  # bytes
@@ -138,7 +138,7 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     digest = file_sha256(real)
     memo[real] = {"stat": key, "sha256": digest}
     try:
-        from .outputs import write_with
+        from medsam_lite.core.atomic import write_with
 
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         write_with(memo_path, lambda handle: json.dump(memo, handle, indent=1), mode="w")

@@ -9,18 +9,19 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .cases import CaseError
-from .engines.base import Engine
-from .image_case import ImageCase, ImageOptions, image_case
-from .io.image import ImageData, ImageError, case_name
-from .outputs import write_with
-from .runner import CaseResult, segment_case, timed, write_error_message
-from .timing import stage
+from medsam_lite.core.case import CaseError
+from medsam_lite.engines.base import Engine
+from medsam_lite.io.image_case import ImageCase, ImageOptions, image_case
+from medsam_lite.io.image import ImageData, ImageError, case_name
+from medsam_lite.core.atomic import write_with
+from medsam_lite.batch.runner import CaseResult, timed, write_error_message
+from medsam_lite.pipeline.case import segment_case
+from medsam_lite.core.timing import stage
 
 
 def output_name(path: Path) -> str:
     """``<case>.png`` for a raster picture, else ``<case>.nii.gz``."""
-    from .io.image import RASTER_SUFFIXES, image_suffix
+    from medsam_lite.io.image import RASTER_SUFFIXES, image_suffix
 
     return case_name(path) + (".png" if image_suffix(path) in RASTER_SUFFIXES else ".nii.gz")
 
@@ -61,11 +62,11 @@ def json_lines(value: dict) -> str:
 def write_labels(path: Path, labels: np.ndarray, data: ImageData) -> None:
     """PNG for a raster picture, else a medical image with the input's geometry (by ``path``'s suffix)."""
     if path.suffix == ".png":
-        from .io.raster import write_labels_png
+        from medsam_lite.io.raster import write_labels_png
 
         write_labels_png(path, labels)
     else:
-        from .io.medical import write_labels_medical
+        from medsam_lite.io.medical import write_labels_medical
 
         write_labels_medical(path, labels, data.geometry)
 
@@ -81,8 +82,8 @@ def run_image(engine: Engine, path: Path, output_dir: Path, options: ImageOption
 
 def _run_image(engine: Engine, path: Path, output_dir: Path, options: ImageOptions,
                overlay_dir: Path | None) -> CaseResult:
-    from .io.read import read_image
-    from .overlay import save_overlay
+    from medsam_lite.io.read import read_image
+    from medsam_lite.io.overlay import save_overlay
 
     name = path.name
     output = output_dir / output_name(path)

@@ -1,7 +1,7 @@
 """The Python API: ``Predictor`` (set an image once, prompt it many times, as ``segment_anything``'s
 ``SamPredictor``), ``Predictor.predict_volume`` (3D boxes propagated through a volume exactly as ``predict``),
-and ``segment_npz`` / ``segment_folder`` for challenge cases. Every call goes through the same engines and
-pipeline as the command line, so the numbers are the CLI's.
+and ``segment_npz`` for one challenge case (``batch.runner.segment_folder`` for a folder). Every call goes
+through the same engines and pipeline as the command line, so the numbers are the CLI's.
 
     from medsam_lite import Predictor
     predictor = Predictor()                 # the official weights (fetched once), OpenVINO fp32
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, engine: str = "auto", precision: str = "f32",
                  export_dir: str | os.PathLike[str] | None = None, threads: int | None = None, offline: bool = False,
                  say: Callable[[str], None] | None = None) -> None:
-        from .engines import create_engine
+        from medsam_lite.engines import create_engine
 
         self.choice = create_engine(engine, checkpoint, export_dir, precision, threads, allow_fetch=not offline,
                                     say=say)
@@ -46,7 +46,7 @@ class Predictor:
     def set_image(self, image: np.ndarray, embedding: Any | None = None) -> None:
         """(H, W, 3) RGB or (H, W) grey uint8 (as in the challenge files) -> encoded once; ``embedding``: one
         this image already has (``predictor.embedding`` after an earlier ``set_image``), so nothing is encoded."""
-        from .segment import encode_image
+        from medsam_lite.pipeline.segment import encode_image
 
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
@@ -62,7 +62,7 @@ class Predictor:
     def predict(self, boxes: np.ndarray | list) -> np.ndarray:
         """One box (4,) -> (H, W) bool mask; (N, 4) boxes -> (N, H, W) bool masks, in original pixels
         (``[x_min, y_min, x_max, y_max]``)."""
-        from .preprocess import box_to_256, resized_size
+        from medsam_lite.core.preprocess import box_to_256, resized_size
 
         single = np.ndim(boxes) == 1
         array = self._boxes(boxes)
@@ -74,8 +74,8 @@ class Predictor:
     def segment(self, boxes: np.ndarray | list) -> np.ndarray:
         """(N, 4) boxes -> (H, W) label map: label i + 1 for box i, later boxes over earlier ones (uint8, uint16
         past 255): exactly what ``predict`` writes for a 2D case."""
-        from .cases import label_dtype
-        from .segment import segment_2d
+        from medsam_lite.core.case import label_dtype
+        from medsam_lite.pipeline.segment import segment_2d
 
         array = self._boxes(boxes)
         return segment_2d(self.engine, self.image, array, dtype=label_dtype(len(array)), embedding=self.embedding)
@@ -85,8 +85,8 @@ class Predictor:
         """(D, H, W) uint8 volume, (N, 6) boxes ``[x_min, y_min, z_min, x_max, y_max, z_max]`` (z inclusive) ->
         (D, H, W) labels: each box starts on its middle slice (or ``z_middle``) and propagates up and down, each
         slice encoded once: what ``predict`` writes for a 3D case."""
-        from .cases import label_dtype
-        from .segment import segment_3d
+        from medsam_lite.core.case import label_dtype
+        from medsam_lite.pipeline.segment import segment_3d
 
         volume = np.asarray(volume)
         if volume.dtype != np.uint8 or volume.ndim != 3 or volume.shape[2] in (3, 4):
@@ -100,7 +100,7 @@ class Predictor:
 def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool) -> np.ndarray:
     """Boxes as ``predict`` takes them (``cases.check_boxes``): int64, clipped to the image with a warning;
     ValueError naming the box for one that is inverted, empty or outside."""
-    from .cases import CaseError, check_boxes
+    from medsam_lite.core.case import CaseError, check_boxes
 
     width = 6 if is_3d else 4
     array = np.asarray(boxes).reshape(-1, width) if np.size(boxes) else np.zeros((0, width), np.int64)
@@ -115,28 +115,8 @@ def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool)
 
 def segment_npz(path: str | os.PathLike[str], predictor: Predictor | None = None) -> np.ndarray:
     """One challenge case (2D or 3D, 2024 or 2025 layout) -> its ``segs``, as ``predict`` computes them."""
-    from .cases import load_case
-    from .runner import segment_case
+    from medsam_lite.io.challenge import load_case
+    from medsam_lite.pipeline.case import segment_case
 
     predictor = predictor or Predictor()
     return segment_case(predictor.engine, load_case(Path(path)))
-
-
-def segment_folder(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
-                   predictor: Predictor | None = None, overwrite: bool = False,
-                   overlay_dir: str | os.PathLike[str] | None = None) -> Iterator:
-    """``medsam-lite predict`` from Python: every case of ``input_dir`` written to ``output_dir``; yields one
-    result per case (``.case``, ``.status`` ok/skipped/failed, ``.message``, ``.seconds``) as it finishes."""
-    from .folder import find_cases
-    from .guards import check_outputs_outside_inputs
-    from .runner import run_folder
-
-    predictor = predictor or Predictor()
-    inputs, output = Path(input_dir), Path(output_dir)
-    cases, _ = find_cases(inputs)
-    overlays = Path(overlay_dir) if overlay_dir is not None else None
-    check_outputs_outside_inputs(inputs, cases, {"output folder": output, "overlay folder": overlays})
-    output.mkdir(parents=True, exist_ok=True)
-    if overlays is not None:
-        overlays.mkdir(parents=True, exist_ok=True)
-    yield from run_folder(predictor.engine, cases, output, overwrite, overlays)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engines.base import Engine
-from .preprocess import box_to_256, image_to_model_input, mask_box_256
+from medsam_lite.engines.base import Engine
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input, mask_box_256
 
 BENCH_INSTALL = 'pip install -e ".[bench]"'
 

@@ -1,4 +1,4 @@
-"""Reading and checking one challenge ``.npz`` case.
+"""The challenge ``.npz`` case, read and checked (``load_case`` -> ``core.case.Case``).
 
 2D: ``imgs`` (H, W, 3) uint8, ``boxes`` (N, 4) ``[x_min, y_min, x_max, y_max]`` in original pixels.
 3D (file name starts with ``3D``): ``imgs`` (D, H, W) uint8, ``boxes`` (N, 6)
@@ -9,45 +9,12 @@ layout (``layout2025``): a list of box dicts that start at their own ``z_mid``, 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .layout2025 import UnsafePickle, boxes_from_dicts, read_object_array
-
-
-class CaseError(Exception):
-    """A case that cannot be segmented; the message says what is wrong with the file."""
-
-
-def label_dtype(largest: int) -> type:
-    """The dtype of a label map whose largest label is ``largest``: uint8 up to 255, else uint16 (no wrapping)."""
-    return np.uint8 if largest <= 255 else np.uint16
-
-
-@dataclass
-class Case:
-    """A checked case: image as uint8, boxes as int64 clipped to the image, and warnings to report."""
-
-    name: str
-    is_3d: bool
-    image: np.ndarray
-    boxes: np.ndarray
-    warnings: list[str] = field(default_factory=list)
-    z_middle: np.ndarray | None = None  # (N,) start slice of each 3D box (2025 layout); None: the box's middle
-    fallback: np.ndarray | None = None  # what to write when there are no boxes (2025: prev_pred)
-    notes: list[str] = field(default_factory=list)  # things to say once per run, not per case
-
-    @property
-    def label_dtype(self) -> type:
-        """uint8 for up to 255 boxes, else uint16 so that labels do not wrap."""
-        return label_dtype(len(self.boxes))
-
-
-def is_3d_name(name: str) -> bool:
-    """The challenge's rule: a file whose name starts with ``3D`` is a 3D case."""
-    return name.startswith("3D")
+from medsam_lite.core.case import Case, CaseError, check_boxes, is_3d_name
+from medsam_lite.io.layout2025 import UnsafePickle, boxes_from_dicts, read_object_array
 
 
 def _read_arrays(path: Path, is_3d: bool) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -107,55 +74,6 @@ def _check_image(imgs: np.ndarray, is_3d: bool) -> tuple[np.ndarray, list[str]]:
     if lo < 0 or hi > 255:
         raise CaseError(f"imgs values span {lo}..{hi}; expected 0..255 (uint8)")
     return imgs.astype(np.uint8), [f"imgs converted from {imgs.dtype} to uint8 (values 0..255, lossless)"]
-
-
-def check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -> tuple[np.ndarray, list[str]]:
-    """(N, 4|6) boxes against the image: int64, clipped to it (with a warning); CaseError for a box that is
-    inverted, empty, or lies wholly outside."""
-    width = 6 if is_3d else 4
-    if boxes.size == 0:
-        return np.zeros((0, width), dtype=np.int64), []
-    if boxes.ndim != 2 or boxes.shape[1] != width:
-        raise CaseError(f"boxes has shape {boxes.shape}; expected (N, {width})")
-    if not (np.issubdtype(boxes.dtype, np.integer) or np.issubdtype(boxes.dtype, np.floating)):
-        raise CaseError(f"boxes has dtype {boxes.dtype}; expected integers")
-    if not np.all(np.isfinite(boxes)):
-        raise CaseError("boxes holds NaN or infinite values")
-    if np.issubdtype(boxes.dtype, np.floating):
-        if not np.array_equal(boxes, np.round(boxes)):
-            raise CaseError("boxes holds non-integer coordinates; expected pixel/slice indices")
-    boxes = boxes.astype(np.int64)
-    if is_3d:
-        depth, height, width_px = image_shape
-        lo_idx, hi_idx, limits = [0, 1, 2], [3, 4, 5], [width_px, height, depth]
-    else:
-        height, width_px = image_shape[:2]
-        lo_idx, hi_idx, limits = [0, 1], [2, 3], [width_px, height]
-    axes = "xyz"
-    for i, box in enumerate(boxes):
-        for a, (lo, hi, n) in enumerate(zip(lo_idx, hi_idx, limits)):
-            if box[lo] > box[hi] or (box[lo] == box[hi] and a < 2):
-                relation = ">" if box[lo] > box[hi] else "=="
-                raise CaseError(
-                    f"box {i} has {axes[a]}_min {box[lo]} {relation} {axes[a]}_max {box[hi]} (box {box.tolist()})"
-                )
-            if box[hi] < 0 or box[lo] > n - 1:
-                raise CaseError(
-                    f"box {i} {box.tolist()} lies outside the image along {axes[a]} (valid 0..{n - 1})"
-                )
-    clipped = boxes.copy()
-    clipped[:, lo_idx] = np.clip(boxes[:, lo_idx], 0, np.array(limits) - 1)
-    clipped[:, hi_idx] = np.clip(boxes[:, hi_idx], 0, np.array(limits) - 1)
-    warnings = []
-    changed = np.nonzero(np.any(clipped != boxes, axis=1))[0]
-    if changed.size:
-        shown = ", ".join(str(i) for i in changed[:10]) + (" ..." if changed.size > 10 else "")
-        warnings.append(f"{changed.size} box(es) reach outside the image and were clipped to it: {shown}")
-    for i, box in enumerate(clipped):
-        for a, (lo, hi) in enumerate(zip(lo_idx[:2], hi_idx[:2])):
-            if box[lo] >= box[hi]:
-                raise CaseError(f"box {i} is empty along {axes[a]} after clipping to the image: {boxes[i].tolist()}")
-    return clipped, warnings
 
 
 def _boxes_2025(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

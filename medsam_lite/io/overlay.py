@@ -59,7 +59,7 @@ def overlay_image(image: np.ndarray, segs: np.ndarray, boxes: np.ndarray, alpha:
 
 def save_overlay(path: str | os.PathLike[str], image: np.ndarray, segs: np.ndarray, boxes: np.ndarray) -> None:
     """Write the overlay as PNG at ``path`` (atomically)."""
-    from .outputs import write_with
+    from medsam_lite.core.atomic import write_with
 
     ok, encoded = cv2.imencode(".png", overlay_image(image, segs, boxes))
     if not ok:

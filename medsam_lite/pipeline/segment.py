@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .engines.base import Engine
-from .preprocess import box_to_256, image_to_model_input, mask_box_256, resized_size
-from .timing import stage
+from medsam_lite.engines.base import Engine
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input, mask_box_256, resized_size
+from medsam_lite.core.timing import stage
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
 DEFAULT_CACHE_BYTES = 1 << 30  # 256 slice embeddings

@@ -1,0 +1,184 @@
+"""What the commands share: the click group, the engine options and loading, log lines, the report of a run."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from medsam_lite.core.optional import MissingDependency
+from medsam_lite.core.timing import process_age
+from medsam_lite.engines.checkpoint import CheckpointError
+from medsam_lite.engines.manifest import ExportError
+
+
+CLI_IMPORTED = time.perf_counter()
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """A log line on stderr that does not break the progress bar."""
+    if not quiet:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
+                 threads: int | None = None, device: str = "cpu", background: bool = False, offline: bool = False):
+    """The engine to run (``create_engine``: the weights found, else fetched once unless ``offline``; their
+    export, made once where there is none), its notes said on stderr; exit 2 if none loads.
+
+    ``background=True``: the OpenVINO encoder may still be compiling; ``engine_ready`` waits for it, so that
+    what the command does in between (imports, listing) runs beside the compilation."""
+    from medsam_lite.engines import create_engine
+
+    try:
+        choice = create_engine(engine, checkpoint, export_dir, precision=precision, threads=threads, device=device,
+                               background=background, allow_fetch=not offline, say=say)
+    except (CheckpointError, ExportError, MissingDependency, ValueError) as exc:
+        fail(str(exc))
+    for note in choice.notes:
+        say(f"note: {note}")
+    return choice
+
+
+def engine_ready(choice) -> None:
+    """Wait for an engine loaded with ``background=True``; exit 2 with the reason if it could not be loaded."""
+    try:
+        choice.engine.ready()
+    except ExportError as exc:
+        fail(str(exc))
+
+
+def writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
+    """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file."""
+    from medsam_lite.core.atomic import check_writable_dir
+
+    for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
+        if folder is not None:
+            try:
+                check_writable_dir(folder)
+            except OSError as exc:
+                fail(f"the {what} folder {folder} is not writable: {exc}")
+
+
+CHECKPOINT_OPTION = click.option(
+    "--checkpoint", type=click.Path(path_type=Path), default=None,
+    help="LiteMedSAM weights [default: $MEDSAM_LITE_CHECKPOINT, else work_dir/LiteMedSAM/lite_medsam.pth, else the "
+         "official weights in $MEDSAM_LITE_HOME (~/.cache/medsam-lite), fetched there once if absent].")
+
+
+OFFLINE_OPTION = click.option(
+    "--offline", is_flag=True, default=False, envvar="MEDSAM_LITE_OFFLINE",
+    help="Never fetch the official weights; where none are found, say how to get them [env: MEDSAM_LITE_OFFLINE=1].")
+
+
+ENGINE_OPTION = click.option(
+    "--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
+    help="auto: OpenVINO when an export of the checkpoint exists (medsam-lite export), else torch.")
+
+
+EXPORT_DIR_OPTION = click.option(
+    "--export-dir", type=click.Path(path_type=Path), default=None,
+    help="OpenVINO export folder [default: $MEDSAM_LITE_EXPORT_DIR, else the export of the checkpoint in "
+         "$MEDSAM_LITE_HOME/exports/, made once where there is none (needs torch)].")
+
+
+PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
+    help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Exact, fast LiteMedSAM inference and evaluation for the CVPR 'MedSAM on Laptop' challenge format."""
+
+
+def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
+                    quiet: bool, with_model: bool = False) -> None:
+    """Report each result as it comes (the process's start-up counted on the first case it ran), write the
+    timing CSV, print the summary; exit 1 when any case failed."""
+    from medsam_lite.batch.runner import write_timing_csv
+
+    startup = process_age()
+    startup = startup if startup is not None else time.perf_counter() - CLI_IMPORTED
+    results, said = [], set()
+    for result in results_iter:
+        if startup and result.status != "skipped":
+            result.stages["startup"] = result.stages.get("startup", 0.0) + startup
+            startup = 0.0
+        results.append(result)
+        report_result(result, quiet, with_model)
+        for note in result.notes:
+            if note not in said:
+                said.add(note)
+                say(f"note: {note}", quiet)
+    bar.close()
+    if timing_csv is not None:
+        write_timing_csv(timing_csv, results)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    click.echo(
+        f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
+        f"of {len(results)} {unit}(s) in {time.perf_counter() - start:.1f} s -> {output_dir}",
+        err=True,
+    )
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def report_result(result, quiet: bool, with_model: bool) -> None:
+    """The log lines of one case result."""
+    for warning in result.warnings:
+        say(f"WARNING {result.case}: {warning}")
+    if result.status == "failed":
+        say(f"ERROR {result.case}: {result.message}")
+    elif result.status == "ok":
+        say(f"{result.case}: {result.boxes} box(es), {result.slices_encoded} slice(s) encoded, "
+             f"{result.seconds:.2f} s" + (f", model {result.model}" if with_model else ""), quiet)
+
+
+def ct_window(preset: str | None, level: float | None, width: float | None) -> tuple[float, float] | None:
+    """(level, width) from a preset and/or explicit numbers (numbers win); None: the default window."""
+    from medsam_lite.io.intensity import WINDOWS
+
+    base = WINDOWS[preset] if preset else None
+    if base is None and level is None and width is None:
+        return None
+    base = base or WINDOWS["abdomen"]
+    return (base[0] if level is None else level, base[1] if width is None else width)
+
+
+def intensity_options(command):
+    """--modality, --window, --window-level, --window-width, --series: how an image becomes uint8."""
+    for option in reversed([
+        click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
+                     help="Intensity rule of the official preprocessing. CT: window, then min-max; MR/other: 0.5-99.5 "
+                          "percentiles of the non-zero voxels; raw: values already 0..255. [default: from the "
+                          "metadata (DICOM Modality); pictures (PNG, JPEG, ...): as pre_grey_rgb.py]"),
+        click.option("--window", type=click.Choice(["abdomen", "lung", "brain", "bone"]), default=None,
+                     help="CT window preset (level/width HU): abdomen 40/400 (default), lung -600/1500, brain 40/80, "
+                          "bone 400/1800."),
+        click.option("--window-level", type=float, default=None, help="CT window level in HU (overrides --window)."),
+        click.option("--window-width", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="CT window width in HU (overrides --window)."),
+        click.option("--series", default=None, metavar="UID", help="The DICOM series to read where a folder holds several."),
+    ]):
+        command = option(command)
+    return command
+
+
+def compile_prompt_decoder(engine) -> None:
+    """The OpenVINO engine's point-prompt decoder (the service's), compiled now; exit 2 if it cannot be."""
+    warm = getattr(engine, "compile_prompt_decoder", None)
+    if warm is not None:
+        try:
+            warm()
+        except ExportError as exc:
+            engine.wait()  # the encoder's compilation is not left running
+            fail(str(exc))

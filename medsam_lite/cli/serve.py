@@ -1,0 +1,99 @@
+"""``medsam-lite serve``: the HTTP service (``serve``)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from medsam_lite.cli.common import (
+    fail,
+    load_engine,
+    engine_ready,
+    CHECKPOINT_OPTION,
+    OFFLINE_OPTION,
+    ENGINE_OPTION,
+    EXPORT_DIR_OPTION,
+    PRECISION_OPTION,
+    main,
+    compile_prompt_decoder,
+)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; another address without a token is warned about).")
+
+
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@CHECKPOINT_OPTION
+@ENGINE_OPTION
+@EXPORT_DIR_OPTION
+@PRECISION_OPTION
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference.")
+@click.option("--cache-mb", type=click.IntRange(min=0), default=512, show_default=True,
+              help="Slice embeddings kept (4 MiB each), least recently used out.")
+
+
+@click.option("--store-mb", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Uploaded images kept on disk, least recently used out.")
+
+
+@click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where uploads are kept [default: a temporary folder, removed at exit].")
+
+
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Larger request bodies are refused with 413 before they are read.")
+
+
+@click.option("--max-pixels", type=click.IntRange(min=1), default=1 << 30, show_default=True,
+              help="Pixels (voxels) an uploaded image may have, checked from its header before decoding.")
+
+
+@click.option("--queue", "queue_size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Inference jobs that may wait; more are answered 503 with Retry-After.")
+
+
+@click.option("--token", default=None, envvar="MEDSAM_LITE_TOKEN",
+              help="Every endpoint but /healthz needs 'Authorization: Bearer TOKEN' [env: MEDSAM_LITE_TOKEN].")
+
+
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages of this origin (repeatable).")
+@OFFLINE_OPTION
+def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
+          threads: int | None, cache_mb: int, store_mb: int, store_dir: Path | None, max_upload_mb: int,
+          max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...], offline: bool) -> None:
+    """An HTTP service: the native API (/v1, documented at /docs), samapi's (/sam/, QuPath's SAM extension)
+    and FastMedSAM's (/upload/, /segment/), with an embedding cache."""
+    from medsam_lite.core.optional import missing
+
+    absent = missing("fastapi", "uvicorn", "multipart")
+    if absent:
+        fail(f"serve needs {', '.join(absent)}, which {'is' if len(absent) == 1 else 'are'} not installed here: "
+              f"pip install -e . (they are among medsam-lite's dependencies)")
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
+    from medsam_lite.serve.settings import ServeSettings
+
+    settings = ServeSettings(host, port, cache_mb, store_mb, max_upload_mb, max_pixels, queue_size, token or None,
+                             list(cors_origins), store_dir)
+    if not settings.loopback and not settings.token:
+        click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
+                   f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
+    start = time.perf_counter()
+    choice = load_engine(engine, checkpoint, export_dir, precision, threads, background=True, offline=offline)
+    compile_prompt_decoder(choice.engine)
+    engine_ready(choice)
+    import uvicorn
+
+    from medsam_lite.serve.app import create_app
+    from medsam_lite.serve.service import Service
+
+    service = Service.start(settings, choice, choice.checkpoint_sha256)
+    click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s; serving on http://{host}:{port}/ "
+               f"(API docs at /docs)", err=True)
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:  # also when uvicorn stops before the application starts (the store's folder is removed)
+        service.close()
