@@ -8,20 +8,8 @@ from pathlib import Path
 import click
 
 from medsam_lite.cli.common import (
-    say,
-    fail,
-    load_engine,
-    engine_ready,
-    writable_folders,
-    CHECKPOINT_OPTION,
-    OFFLINE_OPTION,
-    ENGINE_OPTION,
-    EXPORT_DIR_OPTION,
-    PRECISION_OPTION,
-    main,
-    run_and_report,
-    ct_window,
-    intensity_options,
+    CHECKPOINT_OPTION, ENGINE_OPTION, EXPORT_DIR_OPTION, OFFLINE_OPTION, PRECISION_OPTION, ct_window, engine_ready,
+    fail, intensity_options, load_engine, main, run_and_report, say, writable_folders
 )
 
 

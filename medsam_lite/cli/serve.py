@@ -8,16 +8,8 @@ from pathlib import Path
 import click
 
 from medsam_lite.cli.common import (
-    fail,
-    load_engine,
-    engine_ready,
-    CHECKPOINT_OPTION,
-    OFFLINE_OPTION,
-    ENGINE_OPTION,
-    EXPORT_DIR_OPTION,
-    PRECISION_OPTION,
-    main,
-    compile_prompt_decoder,
+    CHECKPOINT_OPTION, ENGINE_OPTION, EXPORT_DIR_OPTION, OFFLINE_OPTION, PRECISION_OPTION, compile_prompt_decoder,
+    engine_ready, fail, load_engine, main
 )
 
 
