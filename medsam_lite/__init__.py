@@ -2,16 +2,8 @@
 ``segment_npz``, ``segment_folder``) is the Python API, imported only when first used, so that
 ``import medsam_lite`` stays cheap for the command line."""
 
-_API = {"Predictor": "medsam_lite.pipeline.predictor", "segment_npz": "medsam_lite.pipeline.predictor",
-        "segment_folder": "medsam_lite.batch.runner"}
+from medsam_lite.core.lazy import lazy_exports
 
-
-def __getattr__(name: str):
-    if name in _API:
-        import importlib
-
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'medsam_lite' has no attribute {name!r}")
-
-
-__all__ = list(_API)
+_EXPORTS = {"Predictor": "pipeline.predictor", "segment_npz": "pipeline.predictor", "segment_folder": "batch.runner"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

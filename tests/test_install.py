@@ -93,3 +93,22 @@ def test_constraints_pin_every_direct_dependency_exactly():
     unpinned = sorted(direct - set(pins))
     assert not unpinned, f"not pinned in requirements/constraints.txt: {unpinned}"
     assert pins["torch"].split("+")[0] == "2.13.0"
+
+
+def test_subpackages_export_their_names_and_import_nothing_heavy(tmp_path):
+    """`import medsam_lite.core` (io, pipeline, batch) loads no numpy, OpenCV, OpenVINO or torch; every name a
+    subpackage exports resolves to its module's object."""
+    done = _run_python(
+        "import sys\n"
+        "import medsam_lite, medsam_lite.core, medsam_lite.io, medsam_lite.pipeline, medsam_lite.batch\n"
+        "print(sorted(m for m in ('numpy', 'cv2', 'openvino', 'torch') if m in sys.modules))\n"
+        "from medsam_lite.batch.runner import run_folder\n"
+        "from medsam_lite.core.case import Case\n"
+        "assert medsam_lite.batch.run_folder is run_folder and medsam_lite.core.Case is Case\n"
+        "for pkg in (medsam_lite, medsam_lite.core, medsam_lite.io, medsam_lite.pipeline, medsam_lite.batch):\n"
+        "    assert pkg.__all__ and all(getattr(pkg, name) is not None for name in pkg.__all__), pkg\n"
+        "print('resolved')\n",
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "resolved"]
