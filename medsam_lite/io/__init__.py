@@ -5,9 +5,9 @@ SimpleITK, imported only when such a file is read or written) and pictures (``ra
 map (``prompts``), your image as a case (``image_case``), conversions (``convert``) and overlay PNGs (``overlay``).
 
 To add a format: a reader returning ``image.ImageData`` (pixels plus geometry) and, if masks are written in it, a
-writer taking labels and that geometry, in a module of its own; its suffixes in ``image.MEDICAL_SUFFIXES`` or ``RASTER_SUFFIXES`` and a
-branch in ``read.read_image`` (and in ``batch.image_runner.write_labels``); a test that reads a file written by
-another tool and writes one back that the tool reads."""
+writer taking labels and that geometry, in a module of its own; its suffixes in ``image.MEDICAL_SUFFIXES`` or
+``image.RASTER_SUFFIXES`` and a branch in ``read.read_image`` (and in ``batch.image_runner.write_labels``); a test
+that reads a file written by another tool and writes one back that the tool reads."""
 from medsam_lite.core.lazy import lazy_exports
 
 _EXPORTS = {
