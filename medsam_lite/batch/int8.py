@@ -3,6 +3,7 @@ quantisation; approximate, never the default): ``medsam-lite export --int8 CASES
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | 
     quantized = nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(inputs))
     ov.save_model(quantized, out / MODEL_FILES["encoder_int8"], compress_to_fp16=False)
+    shutil.rmtree(out / "cache-int8", ignore_errors=True)  # compiled from the int8 encoder just replaced
     manifest.int8_encoder = True
     write_manifest(out, manifest)
     return len(inputs)

@@ -138,7 +138,8 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
                 name = MODEL_FILES[part].replace(".xml", suffix)
                 os.replace(tmp / name, out / name)
 
-    shutil.rmtree(out / "cache", ignore_errors=True)
+    for cache in ("cache", "cache-bf16", "cache-int8"):  # compiled from the IR just replaced
+        shutil.rmtree(out / cache, ignore_errors=True)
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(out / "cache")})
     config = compile_config("f32", None)  # what the engine compiles with: this check warms its cache

@@ -41,11 +41,14 @@ def compile_config(precision: str, threads: int | None) -> dict:
     return config
 
 
-def model_cache_dir(export_dir: Path) -> Path | None:
-    """``export_dir/cache`` (made if possible) when it can be read: compiled models load from it in about
-    half the time of a compile. A cache this user cannot write is still read (a runtime image ships one made
-    at build time); a missing model there is then compiled, and not stored."""
-    cache = export_dir / "cache"
+def model_cache_dir(export_dir: Path, precision: str = "f32") -> Path | None:
+    """``export_dir/cache`` (``cache-bf16``, ``cache-int8`` for the approximate precisions; made if possible) when
+    it can be read: compiled models load from it in about half the time of a compile. A cache this user cannot
+    write is still read (a runtime image ships one made at build time); a missing model there is then compiled,
+    and not stored. One folder per precision: on a 2-core Xeon with AMX (OpenVINO 2026.4.1), a bf16 encoder
+    compiled into the folder that already held the f32 models crashed the process at its first inference
+    (every time; fine in a folder of its own or with no cache)."""
+    cache = export_dir / ("cache" if precision == "f32" else f"cache-{precision}")
     try:
         cache.mkdir(exist_ok=True)
     except OSError:
@@ -75,7 +78,7 @@ class OpenVINOEngine:
         self.precision = precision
         self.notes: list[str] = []
         core = ov.Core()
-        cache = model_cache_dir(self.export_dir)
+        cache = model_cache_dir(self.export_dir, precision)
         if cache is not None:
             core.set_property({"CACHE_DIR": str(cache)})
         self._core, self._config = core, compile_config(precision, threads)
