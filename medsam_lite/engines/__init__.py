@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from medsam_lite.engines.checkpoint import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, CheckpointError, file_sha256
+from medsam_lite.engines.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, file_sha256
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.base import Engine
 from medsam_lite.engines.manifest import ExportError, check_matches, read_manifest
@@ -42,9 +42,11 @@ def weights_note(path: Path, digest: str) -> list[str]:
 def _explicit_or_default_checkpoint(checkpoint: str | os.PathLike[str] | None, use_default: bool = True) -> Path | None:
     """The checkpoint the user points at (option, else environment and the checkout's default if
     ``use_default``) if that file exists."""
+    from medsam_lite.engines.weights import named_checkpoint
+
     if checkpoint is None and not use_default:
         return None
-    chosen = Path(checkpoint or os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT)
+    chosen = named_checkpoint(checkpoint) or DEFAULT_CHECKPOINT
     return chosen if chosen.is_file() else None
 
 
