@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -52,19 +52,12 @@ def read_reference(paths: list[Path]) -> dict[str, tuple[float | None, float | N
     return scores
 
 
-def cpu_description() -> str:
-    """The CPU's model name and the instruction sets that decide OpenVINO's kernels."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
-    return f"{name}; {' '.join(f for f in wanted if f in flags) or 'no AVX2'}"
+def _bench_stages():
+    """benchmarks/bench_stages.py, whose CPU description this script shares."""
+    spec = importlib.util.spec_from_file_location("bench_stages", Path(__file__).with_name("bench_stages.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def show(value: float | None, signed: bool = False) -> str:
@@ -95,7 +88,9 @@ def main() -> int:
     if hasattr(choice.engine, "ready"):  # OpenVINO: the encoder compiled
         choice.engine.ready()
     reference = read_reference(args.reference)
-    print(f"# {choice.description}; weights sha256 {(choice.checkpoint_sha256 or '?')[:16]}...; {cpu_description()}")
+    stages = _bench_stages()
+    print(f"# {choice.description}; weights sha256 {(choice.checkpoint_sha256 or '?')[:16]}...; "
+          f"{stages.cpu_name()}; {stages.cpu_features()}")
     rows: list[tuple[str, CaseRow, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as scratch:
         for folder in args.cases:
