@@ -30,7 +30,7 @@ def fail(message: str) -> None:
 
 
 def load_engine(engine: str, checkpoint: Path | None, export_dir: Path | None, precision: str,
-                 threads: int | None = None, device: str = "cpu", background: bool = False, offline: bool = False):
+                threads: int | None = None, device: str = "cpu", background: bool = False, offline: bool = False):
     """The engine to run (``create_engine``: the weights found, else fetched once unless ``offline``; their
     export, made once where there is none), its notes said on stderr; exit 2 if none loads.
 
@@ -101,7 +101,7 @@ def main() -> None:
 
 
 def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
-                    quiet: bool, with_model: bool = False) -> None:
+                   quiet: bool, with_model: bool = False) -> None:
     """Report each result as it comes (the process's start-up counted on the first case it ran), write the
     timing CSV, print the summary; exit 1 when any case failed."""
     from medsam_lite.batch.runner import write_timing_csv

@@ -119,7 +119,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
 
     start = time.perf_counter()
     choice = None if model_map else load_engine(engine, checkpoint, export_dir, precision, threads, device, True,
-                                                 offline)
+                                                offline)
     from tqdm import tqdm  # imported while the encoder compiles
 
     from medsam_lite.batch.runner import run_folder, writes_can_overlap

@@ -78,4 +78,4 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
     say(f"{choice.description} ready in {time.perf_counter() - start:.2f} s", quiet)
     bar = tqdm(paths, desc="images", unit="image", file=sys.stderr, disable=quiet or None)
     run_and_report(run_images(choice.engine, bar, output_dir, options, overwrite, overlay_dir), bar, "image",
-                    start, output_dir, timing_csv, quiet)
+                   start, output_dir, timing_csv, quiet)
