@@ -54,6 +54,7 @@ def _cli_without(modules: list[str], args: list[str], cwd) -> subprocess.Complet
         (["torch"], ["predict", "-i", DEMO / "imgs", "-o", "out"], "holds no OpenVINO export, so the torch engine would run"),
         (["torch"], ["predict", "-i", DEMO / "imgs", "-o", "out", "--engine", "torch"], "The torch engine needs torch"),
         (["torch"], ["check"], "holds no OpenVINO export, so the torch engine would run"),
+        (["torch"], ["finetune", DEMO, "-o", "out"], "medsam-lite finetune needs torch, which is not installed"),
     ],
 )
 def test_a_step_that_needs_torch_says_what_to_install(checkpoint_path, tmp_path, blocked, args, needs):
@@ -100,11 +101,13 @@ def test_subpackages_export_their_names_and_import_nothing_heavy(tmp_path):
     subpackage exports resolves to its module's object."""
     done = _run_python(
         "import sys\n"
-        "import medsam_lite, medsam_lite.core, medsam_lite.io, medsam_lite.pipeline, medsam_lite.batch\n"
+        "import medsam_lite, medsam_lite.core, medsam_lite.io, medsam_lite.pipeline, medsam_lite.batch, medsam_lite.train\n"
         "print(sorted(m for m in ('numpy', 'cv2', 'openvino', 'torch') if m in sys.modules))\n"
         "from medsam_lite.batch.runner import run_folder\n"
         "from medsam_lite.core.case import Case\n"
         "assert medsam_lite.batch.run_folder is run_folder and medsam_lite.core.Case is Case\n"
+        "from medsam_lite.train.config import FinetuneConfig\n"
+        "assert medsam_lite.train.FinetuneConfig is FinetuneConfig\n"
         "for pkg in (medsam_lite, medsam_lite.core, medsam_lite.io, medsam_lite.pipeline, medsam_lite.batch):\n"
         "    assert pkg.__all__ and all(getattr(pkg, name) is not None for name in pkg.__all__), pkg\n"
         "print('resolved')\n",

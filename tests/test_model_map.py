@@ -92,7 +92,7 @@ def test_shared_checkpoints_routed_to_modalities_match_their_references(tmp_path
         ('{"CT": "missing.pth"}', "entry 'CT': no such checkpoint or export folder"),
         ('{"CT": 3}', "entry 'CT': checkpoint or export folder must be a path"),
         ('{"CT": {"weights": "x"}}', "entry 'CT': expected keys checkpoint and/or export_dir"),
-        ('{"CT": "m.pth", "ct": "m.pth"}', "modality 'ct' is given twice"),
+        ('{"CT": "m.pth", "ct": "m.pth"}', "key 'ct' is given twice"),
     ],
 )
 def test_bad_model_map_is_one_error_before_anything_runs(tmp_path, content, problem):
@@ -120,3 +120,19 @@ def test_a_model_that_cannot_load_fails_its_cases_only(tmp_path, checkpoint_path
     for name in ("2DBox_Synthetic_a.npz", "2DBox_Synthetic_b.npz"):
         assert f"ERROR {name}: its model could not be loaded: cannot read checkpoint {broken}" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2DBox_Other_c.npz"]
+
+
+def test_finer_keys_take_their_cases_before_the_modality():
+    from medsam_lite.batch.model_map import ModelEntry, ModelRouter
+
+    entries = {k.lower(): ModelEntry(k) for k in ("MR", "MR_Hippocampus", "3DBox_MR_Hippo*", "default")}
+    router = ModelRouter(entries, load=None, fallback=None)
+    picks = {name: router.entry_for(name).key for name in (
+        "3DBox_MR_Hippocampus_001.npz", "3DBox_MR_Hippocampal_002.npz", "2DBox_MR_BP09_brain.npz",
+        "2DBox_CT_BP00_lung.npz", "2DBox_MR_Hippocampus.npz")}
+    assert picks == {"3DBox_MR_Hippocampus_001.npz": "3DBox_MR_Hippo*", "3DBox_MR_Hippocampal_002.npz": "3DBox_MR_Hippo*",
+                     "2DBox_MR_BP09_brain.npz": "MR", "2DBox_CT_BP00_lung.npz": "default",
+                     "2DBox_MR_Hippocampus.npz": "MR_Hippocampus"}
+    only_parts = ModelRouter({k.lower(): ModelEntry(k) for k in ("MR_Hippocampus",)}, load=None, fallback=None)
+    assert only_parts.entry_for("3DBox_MR_Hippocampus_001.npz").key == "MR_Hippocampus"
+    assert only_parts.entry_for("3DBox_MR_HippocampusX_001.npz") is None  # whole parts, not substrings

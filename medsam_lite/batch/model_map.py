@@ -2,7 +2,10 @@
 modality in its file name (``2DBox_<Modality>_...``, ``3DBox_<Modality>_...``).
 
 The map is a JSON object; each key is a modality as written in file names (``CT``, ``MR``, ``XRay``, ...;
-matched ignoring case) or ``default``; each value is
+matched ignoring case), a finer name pattern, or ``default``. A key with ``_`` names consecutive parts of the
+file name (``MR_Hippocampus`` takes ``3DBox_MR_Hippocampus_001.npz`` but not ``3DBox_MR_BraTS_001.npz``); a key
+with ``*``, ``?`` or ``[`` is a shell pattern on the whole file name (``3DBox_MR_Hippo*``). The most specific key
+wins: a pattern (the longest first) before a modality before ``default``. Each value is
 - a path to a checkpoint file (run by the torch engine),
 - a path to an export folder (``medsam-lite export``; run by OpenVINO as exported), or
 - an object ``{"checkpoint": PATH, "export_dir": PATH}``: the export, checked against the checkpoint's sha256
@@ -12,6 +15,7 @@ the engine given by ``--checkpoint``/``--export-dir``. Each model is loaded once
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import time
@@ -32,6 +36,23 @@ def modality_of(case_name: str) -> str | None:
     """``CT`` for ``3DBox_CT_AMOS_0018.npz``: the second ``_``-separated part of a challenge file name."""
     parts = case_name.split("_")
     return parts[1] if len(parts) >= 3 and parts[0] in ("2DBox", "3DBox") else None
+
+
+def is_pattern(key: str) -> bool:
+    """A key finer than a modality: parts joined by ``_``, or a shell pattern."""
+    return "_" in key or any(c in key for c in "*?[")
+
+
+def name_matches(key: str, case_name: str) -> bool:
+    """``key`` (lower case) against a file name: a shell pattern on the whole name, else consecutive ``_`` parts of
+    the name after its ``2DBox``/``3DBox`` prefix."""
+    name = case_name.lower()
+    if any(c in key for c in "*?["):
+        return fnmatch.fnmatchcase(name, key)
+    parts = name.removesuffix(".npz").split("_")
+    wanted = key.split("_")
+    parts = parts[1:] if parts and parts[0] in ("2dbox", "3dbox") else parts
+    return any(parts[i:i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
 
 
 @dataclass
@@ -81,7 +102,7 @@ def read_model_map(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
     entries = {}
     for key, value in raw.items():
         if key.lower() in entries:
-            raise ModelMapError(f"{path}: modality {key!r} is given twice (keys are matched ignoring case)")
+            raise ModelMapError(f"{path}: key {key!r} is given twice (keys are matched ignoring case)")
         entries[key.lower()] = _entry(key, value, path.resolve().parent, path)
     return entries
 
@@ -101,6 +122,10 @@ class ModelRouter:
     load_seconds: float = 0.0  # spent loading models since take_load_seconds was last called
 
     def entry_for(self, case_name: str) -> ModelEntry | None:
+        patterns = sorted((k for k in self.entries if is_pattern(k)), key=len, reverse=True)
+        for key in patterns:
+            if name_matches(key, case_name):
+                return self.entries[key]
         modality = (modality_of(case_name) or "").lower()
         return self.entries.get(modality) or self.entries.get(DEFAULT_KEY)
 

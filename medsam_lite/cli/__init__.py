@@ -12,7 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import click  # noqa: E402
 
-from medsam_lite.cli import check, convert, evaluate, export, predict, segment, serve, weights  # noqa: E402,F401
+from medsam_lite.cli import check, convert, evaluate, export, finetune, predict, segment, serve, weights  # noqa: E402,F401
 from medsam_lite.cli.common import main  # noqa: E402
 
 __all__ = ["entry", "main"]

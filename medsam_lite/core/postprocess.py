@@ -7,7 +7,11 @@ within about 1e-6 of zero.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
+
+from medsam_lite.core.timing import stage
 
 # sigmoid(x) > 0.5 in float32 (torch's CPU kernel) holds exactly for x > 1.5 * 2**-24.
 LOGIT_THRESHOLD = np.float32(1.5 * 2.0**-24)
@@ -81,3 +85,14 @@ def masks_from_logits(
         up = upscale_logits(box_logits[None], resized, original, rows=region[0], cols=region[1])[0]
         out.append((foreground(up), region))
     return out
+
+
+def full_masks(logits: np.ndarray, resized: tuple[int, int], original: tuple[int, int]) -> Iterator[np.ndarray]:
+    """(N, 256, 256) logits -> N boolean (H, W) masks in box order (``masks_from_logits`` laid into the image)."""
+    with stage("postprocess"):
+        parts = masks_from_logits(logits, resized, original)
+    for part, (rows, cols) in parts:
+        with stage("postprocess"):
+            mask = np.zeros(original, dtype=bool)
+            mask[rows, cols] = part
+        yield mask

@@ -16,17 +16,14 @@ from typing import Iterator
 
 import numpy as np
 
-from medsam_lite.core.postprocess import masks_from_logits
 from medsam_lite.core.timing import stage
+from medsam_lite.engines.box_decoder import BoxDecoder
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
 
 ov = import_openvino()
 
 PRECISIONS = ("f32", "bf16", "int8")
-# Boxes per decoder inference. Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box
-# and 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and 1568 MiB.
-DECODE_CHUNK = 1
 
 
 def compile_config(precision: str, threads: int | None) -> dict:
@@ -88,16 +85,13 @@ class OpenVINOEngine:
         self._encoder_thread = threading.Thread(target=self._compile_encoder, name="compile-encoder", daemon=True)
         self._encoder_thread.start()
         try:
-            self._prepare_request = self._compile(MODEL_FILES["decoder_image"])
-            self._decode_request = self._compile(MODEL_FILES["decoder"])
+            self._boxes = BoxDecoder(self._compile(MODEL_FILES["decoder_image"]), self._compile(MODEL_FILES["decoder"]))
         except BaseException:
             self.wait()  # never leave a compilation running behind an error (it aborts an exiting interpreter)
             raise
         if not background:
             self.ready()
         self._prompt_request = None  # the point-prompt decoder: compiled on first use (the service), not by predict
-        self._prepared_of: np.ndarray | None = None
-        self._prepared_tensors: list = []
         self.encoder_passes = 0
 
     def _compile(self, model_file: str):
@@ -140,30 +134,8 @@ class OpenVINOEngine:
             return self._encode_request.infer([image])[0].copy()
 
     def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
-        """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits, decoded DECODE_CHUNK boxes at a time.
-
-        The box-independent part of the decoder runs once; its outputs stay bound to the decoder's request."""
-        boxes = np.ascontiguousarray(boxes_256, dtype=np.float32)
-        if len(boxes) == 0:
-            return np.zeros((0, 256, 256), np.float32)
-        for i, tensor in enumerate(self._prepared(embedding)):
-            self._decode_request.set_input_tensor(i, tensor)
-        box_input = len(DECODER_IMAGE_OUTPUTS)
-        parts = []
-        for i in range(0, len(boxes), DECODE_CHUNK):
-            self._decode_request.set_input_tensor(box_input, ov.Tensor(boxes[i : i + DECODE_CHUNK]))
-            self._decode_request.infer()
-            parts.append(self._decode_request.get_output_tensor(0).data[:, 0].copy())
-        return np.concatenate(parts)
-
-    def _prepared(self, embedding: np.ndarray) -> list:
-        """The decoder's per-image tensors of ``embedding``: computed once per embedding object, so that the
-        service's prompts on a cached slice (the same object each time) skip this part (about 10 ms)."""
-        if self._prepared_of is not embedding:
-            out = self._prepare_request.infer([embedding])
-            self._prepared_tensors = [ov.Tensor(np.array(out[i])) for i in range(len(DECODER_IMAGE_OUTPUTS))]
-            self._prepared_of = embedding
-        return self._prepared_tensors
+        """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits (``BoxDecoder.logits``)."""
+        return self._boxes.logits(embedding, boxes_256)
 
     def compile_prompt_decoder(self) -> None:
         """Compile the point-prompt decoder now (``check`` and ``serve`` do; ``predict`` never needs it)."""
@@ -175,7 +147,7 @@ class OpenVINOEngine:
         self.compile_prompt_decoder()
         with stage("decoder"):
             request = self._prompt_request
-            for i, tensor in enumerate(self._prepared(embedding)):
+            for i, tensor in enumerate(self._boxes.prepared(embedding)):
                 request.set_input_tensor(i, tensor)
             n = len(DECODER_IMAGE_OUTPUTS)
             request.set_input_tensor(n, ov.Tensor(np.ascontiguousarray(coords_256, np.float32).reshape(1, -1, 2)))
@@ -187,12 +159,4 @@ class OpenVINOEngine:
         self, embedding: np.ndarray, boxes_256: np.ndarray, resized: tuple[int, int], original: tuple[int, int]
     ) -> Iterator[np.ndarray]:
         """Boolean (H, W) masks in box order; only the part that can be foreground is upsampled."""
-        with stage("decoder"):
-            logits = self.logits(embedding, boxes_256)
-        with stage("postprocess"):
-            parts = masks_from_logits(logits, resized, original)
-        for part, (rows, cols) in parts:
-            with stage("postprocess"):
-                mask = np.zeros(original, dtype=bool)
-                mask[rows, cols] = part
-            yield mask
+        return self._boxes.masks(embedding, boxes_256, resized, original)

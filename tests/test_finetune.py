@@ -1,0 +1,261 @@
+"""``medsam-lite finetune``: data, samples, run folder, resume, data-parallel, adapters, and what best.pth is.
+
+Runs here train a seeded stand-in checkpoint on copies of the synthetic test_demo cases for a few steps (a few
+seconds each); the one real-data test overfits a real case with the official weights."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medsam_lite.cli import main
+from medsam_lite.core.case import CaseError
+from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.train import FinetuneConfig, finetune
+from medsam_lite.train.data import draw_split, find_cases, read_case
+from medsam_lite.train.run_dir import RunDirError
+from medsam_lite.train.samples import case_samples, jittered_box, labels_256
+from medsam_lite.train.trainable import add_lora, official_state_dict, select_trainable
+
+from .conftest import ROOT, shared_path
+
+DEMO = ROOT / "test_demo"
+CASES_2D = [f"2DBox_Synthetic_copy{i}.npz" for i in range(3)]
+CASE_3D = "3DBox_Synthetic_vol.npz"
+
+
+@pytest.fixture()
+def data(tmp_path) -> Path:
+    """A challenge folder: three copies of the 2D demo case and one of the 3D one, with labels."""
+    root = tmp_path / "data"
+    for sub in ("imgs", "gts"):
+        (root / sub).mkdir(parents=True)
+        for name in CASES_2D:
+            shutil.copy(DEMO / sub / "2DBox_Synthetic_ellipses.npz", root / sub / name)
+        shutil.copy(DEMO / sub / "3DBox_Synthetic_ellipsoids.npz", root / sub / CASE_3D)
+    return root
+
+
+def _config(data: Path, run: Path, checkpoint: Path, export: Path | None, **kw) -> FinetuneConfig:
+    split = data.parent / "split-given.json"
+    split.write_text(json.dumps({"train": CASES_2D[:2] + [CASE_3D], "val": CASES_2D[2:] + [CASE_3D]}))
+    options = dict(data=[str(data)], run_dir=str(run), checkpoint=str(checkpoint), export_dir=str(export) if export else None,
+                   cache_dir=str(run.parent / "cache"), cache_precision="f32", epochs=2, samples_per_epoch=8,
+                   batch_size=4, lr=1e-3, amp="off", split=str(split), threads=2)
+    options.update(kw)
+    return FinetuneConfig(**options)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_cases_samples_and_targets(data):
+    sources = find_cases([data])
+    assert [s.name for s in sources] == sorted(CASES_2D + [CASE_3D])
+    case = read_case(sources[0])
+    assert case.image.shape == (1, 240, 320, 3) and case.labels.shape == (1, 240, 320) and not case.is_3d
+    volume = read_case(next(s for s in sources if s.name == CASE_3D))
+    assert volume.is_3d and volume.boxes.shape == (2, 6) and volume.spacing is not None
+    # targets at 256: the label map resized as the image is (320 -> 256 wide, 240 -> 192 high), padded with 0
+    target = labels_256(case.labels[0])
+    assert target.shape == (256, 256) and not target[192:].any() and set(np.unique(target)) == {0, 1, 2}
+    samples, skipped = case_samples(case, 0, min_pixels=10, flips=False)
+    assert [(s.z, s.label) for s in samples] == [(0, 1), (0, 2)] and skipped == 0
+    samples, skipped = case_samples(case, 0, min_pixels=10**6, flips=False)
+    assert samples == [] and skipped == 2
+    flipped, _ = case_samples(case, 0, min_pixels=10, flips=True)
+    assert sum(s.flip for s in flipped) == 2
+    assert np.array_equal(labels_256(case.labels[0], flip=True)[:192, :256], labels_256(case.labels[0][:, ::-1])[:192])
+    # jitter moves each side by at most its bound, both ways, and keeps the box inside
+    mask = target == 1
+    ys, xs = np.nonzero(mask)
+    tight = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+    boxes = np.array([jittered_box(mask, 5, np.random.default_rng(i)) for i in range(200)])
+    moves = boxes - tight
+    assert moves.min() == -5 and moves.max() == 5 and (boxes >= 0).all() and (boxes <= 255).all()
+    assert np.array_equal(jittered_box(mask, 0, np.random.default_rng(0)), tight.astype(np.float32))
+
+
+def test_split_is_by_case_and_seeded():
+    names = [f"case{i:03d}" for i in range(200)]
+    split = draw_split(names, 0.25, seed=0, max_train=150)
+    assert len(split["val"]) == 50 and len(split["train"]) == 150 and not set(split["val"]) & set(split["train"])
+    assert draw_split(names, 0.25, seed=0, max_train=150) == split and draw_split(names, 0.25, seed=1) != split
+    assert len(draw_split(names, 0.25, seed=0, max_train=20)["train"]) == 20
+
+
+def test_bad_cases_are_named_and_left_out(data, tmp_path):
+    np.savez(data / "gts" / CASES_2D[0], gts=np.zeros((240, 320), np.uint8))
+    np.savez(data / "gts" / CASES_2D[1], gts=np.zeros((100, 100), np.uint8))
+    sources = {s.name: s for s in find_cases([data])}
+    with pytest.raises(CaseError, match="holds no labels"):
+        read_case(sources[CASES_2D[0]])
+    with pytest.raises(CaseError, match=r"\(100, 100\) but imgs is \(240, 320\): images and labels on different grids"):
+        read_case(sources[CASES_2D[1]])
+    with pytest.raises(ValueError, match="expected imgs/ \\+ gts/"):
+        find_cases([tmp_path])
+
+
+def test_run_trains_validates_and_writes_a_usable_run(data, tmp_path, checkpoint_path, exports):
+    run = tmp_path / "run"
+    result = finetune(_config(data, run, checkpoint_path("seeded"), exports("seeded")))
+    assert result.finished and result.epochs_run == 2 and result.train_cases == 3 and result.val_cases == 2
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["best.pth", "config.json", "curves.png", "last.pt", "metrics.csv", "split.json", "summary.json", "summary.txt",
+         "val_cases.csv"])
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    # best.pth: a plain state dict in the official layout that the command line loads as any checkpoint
+    model, notes = load_model(run / "best.pth")
+    assert notes == [] and set(_weights(run / "best.pth")) == set(_weights(checkpoint_path("seeded")))
+    out = tmp_path / "segs"
+    cli = CliRunner().invoke(main, ["predict", "-i", str(data / "imgs"), "-o", str(out), "--checkpoint",
+                                    str(run / "best.pth"), "--engine", "torch", "-q"])
+    assert cli.exit_code == 0, cli.stderr
+    assert len(list(out.glob("*.npz"))) == 4
+    # the encoder and prompt encoder are untouched by --train decoder
+    start, best = _weights(checkpoint_path("seeded")), _weights(run / "best.pth")
+    assert all(torch.equal(start[k], best[k]) for k in start if not k.startswith("mask_decoder."))
+    summary = (run / "summary.txt").read_text()
+    assert "validation DSC" in summary and "3 cases" in summary
+    # the embedding cache is reused by a second run
+    again = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / "run2"), "--checkpoint",
+                                      str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded")),
+                                      "--cache-dir", str(tmp_path / "cache"), "--cache-precision", "f32", "--epochs", "1",
+                                      "--samples-per-epoch", "4", "--batch-size", "4", "--amp", "off",
+                                      "--split", str(data.parent / "split-given.json")])
+    assert again.exit_code == 0, again.stderr
+    assert "embeddings of all 4 cases from the cache" in again.stderr
+
+
+def test_run_folder_rules(data, tmp_path, checkpoint_path, exports):
+    run = tmp_path / "run"
+    config = _config(data, run, checkpoint_path("seeded"), exports("seeded"), epochs=1)
+    finetune(config)
+    with pytest.raises(RunDirError, match="already holds a run; continue it with --resume"):
+        finetune(config)
+    result = CliRunner().invoke(main, ["finetune", str(data), "-o", str(run)])
+    assert result.exit_code == 2 and "already holds a run" in result.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(RunDirError, match="cannot write the run folder"):
+        finetune(_config(data, blocked / "run", checkpoint_path("seeded"), exports("seeded")))
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        finetune(_config(data, tmp_path / "empty", checkpoint_path("seeded"), exports("seeded")), resume=True)
+    assert finetune(config, overwrite=True).finished
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, checkpoint_path, exports):
+    whole = finetune(_config(data, tmp_path / "a" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=3, patience=0))
+    config = _config(data, tmp_path / "b" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=3, patience=0)
+    first = finetune(config, stop_after=1)
+    assert not first.finished and first.epochs_run == 1
+    result = CliRunner().invoke(main, ["finetune", "--resume", str(tmp_path / "b" / "run")])
+    assert result.exit_code == 0, result.stderr
+    assert "resumed" in result.stderr
+    a, b = torch.load(tmp_path / "a/run/last.pt", weights_only=False), torch.load(tmp_path / "b/run/last.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    without_seconds = lambda run: [row.rsplit(",", 1)[0] for row in (run / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert without_seconds(tmp_path / "a/run") == without_seconds(tmp_path / "b/run")
+    assert len(without_seconds(tmp_path / "a/run")) == 5  # header, epochs 0..3
+    assert whole.val_dsc_after == pytest.approx(json.loads((tmp_path / "b/run/summary.json").read_text())["val_dsc_after"])
+
+
+def test_two_processes_equal_one(data, tmp_path, checkpoint_path, exports):
+    """torchrun with 2 CPU processes (Gloo), each taking half of every batch, ends where one process ends."""
+    one = _config(data, tmp_path / "one" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0)
+    finetune(one)
+    two = _config(data, tmp_path / "two" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0,
+                  cache_dir=str(tmp_path / "one" / "cache"), threads=1)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "medsam_lite",
+               "finetune", str(data), "-o", two.run_dir, "--checkpoint", two.checkpoint, "--split", two.split,
+               "--cache-dir", two.cache_dir, "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
+               "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "1", "--patience", "0"]
+    proc = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes" in proc.stderr
+    a = torch.load(tmp_path / "one/run/last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "two/run/last.pt", weights_only=False)["model"]
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    changed = max(float((a[k] - _weights(checkpoint_path("seeded"))[k]).abs().max()) for k in a)
+    assert worst < 1e-4 < changed, (worst, changed)
+
+
+def test_lora_merges_into_the_official_layout(checkpoint_path):
+    model, _ = load_model(checkpoint_path("seeded"))
+    trained = select_trainable(model, "lora", lora_rank=4)
+    assert any(".lora_" in n for n in trained) and not any(n.startswith("image_encoder.") and ".lora_" not in n for n in trained)
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if name.endswith("lora_b"):
+            param.data.normal_(0, 0.02)  # a trained adapter (B starts at zero)
+    merged = official_state_dict(model)
+    plain, _ = load_model(checkpoint_path("seeded"))
+    assert set(merged) == set(plain.state_dict())
+    plain.load_state_dict(merged, strict=True)
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        ours, theirs = model.encode(image), plain.encode(image)
+        base, _ = load_model(checkpoint_path("seeded"))
+        untouched = base.encode(image)
+    assert float((ours - theirs).abs().max()) < 1e-4 < float((ours - untouched).abs().max())
+    assert add_lora(plain, 2) > 0
+
+
+def test_all_keeps_batchnorm_statistics(data, tmp_path, checkpoint_path):
+    run = tmp_path / "run"
+    result = finetune(_config(data, run, checkpoint_path("seeded"), None, train="all", epochs=1, samples_per_epoch=2,
+                              batch_size=2))
+    assert result.finished
+    start, best = _weights(checkpoint_path("seeded")), torch.load(run / "last.pt", weights_only=False)["model"]
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(start[k], best[k]) for k in stats)
+    assert any(not torch.equal(start[k], best[k]) for k in start if k.startswith("image_encoder.") and k.endswith("weight"))
+
+
+def test_one_real_case_overfits(tmp_path, checkpoint_path):
+    """A real 2D case, trained and validated on itself: the official weights' decoder can fit it (DSC >= 0.95)."""
+    name = "2DBox_US_BP21_heart.npz"
+    root = tmp_path / "data"
+    for sub in ("imgs", "gts"):
+        (root / sub).mkdir(parents=True)
+        shutil.copy(shared_path("cases_mm", sub, name), root / sub / name)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [name], "val": [name]}))
+    result = finetune(FinetuneConfig(data=[str(root)], run_dir=str(tmp_path / "run"), checkpoint=str(checkpoint_path("official")),
+                                     split=str(split), cache_dir=str(tmp_path / "cache"), cache_precision="f32",
+                                     epochs=10, samples_per_epoch=0, batch_size=2, lr=3e-4, jitter=0, patience=0, amp="off"))
+    assert result.val_dsc_after >= 0.95, result
+
+
+def test_image_and_label_folders_read_as_segment_reads_them(tmp_path):
+    """images/ + labels/ (NIfTI here): the MR rule of `segment`, labels renumbered 1..N, boxes from the labels,
+    spacing in (z, y, x); a label map on another grid is named."""
+    from .imagefiles import write_medical
+
+    volume = np.load(DEMO / "imgs" / "3DBox_Synthetic_ellipsoids.npz")["imgs"]
+    labels = np.load(DEMO / "gts" / "3DBox_Synthetic_ellipsoids.npz")["gts"]
+    root = tmp_path / "pairs"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    write_medical(root / "images" / "vol_0000.nii.gz", volume.astype(np.int16) * 3, (0.8, 0.8, 2.5))
+    write_medical(root / "labels" / "vol.nii.gz", (labels * 5).astype(np.uint8), (0.8, 0.8, 2.5))
+    write_medical(root / "images" / "other.nii.gz", volume.astype(np.int16), (0.8, 0.8, 2.5))
+    write_medical(root / "labels" / "other.nii.gz", labels[:, :100].astype(np.uint8), (0.8, 0.8, 2.5))
+    sources = {s.name: s for s in find_cases([root])}
+    assert sorted(sources) == ["other", "vol"]
+    case = read_case(sources["vol"], modality="MR")
+    assert case.is_3d and case.image.dtype == np.uint8 and case.image.shape == volume.shape
+    assert np.array_equal(case.labels, labels) and case.spacing == pytest.approx((2.5, 0.8, 0.8))
+    assert case.boxes.shape == (2, 6)
+    with pytest.raises(CaseError, match="other.nii.gz: the label map other.nii.gz is"):
+        read_case(sources["other"], modality="MR")
