@@ -180,7 +180,8 @@ def test_two_processes_equal_one(data, tmp_path, checkpoint_path, exports):
                "finetune", str(data), "-o", two.run_dir, "--checkpoint", two.checkpoint, "--split", two.split,
                "--cache-dir", two.cache_dir, "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
                "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "1", "--patience", "0"]
-    proc = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)  # tqdm's bars are UTF-8 whatever the locale
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in proc.stderr
     a = torch.load(tmp_path / "one/run/last.pt", weights_only=False)["model"]
