@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError, is_3d_name
+from medsam_lite.core.case import CaseError
 from medsam_lite.io.challenge import load_case
 from medsam_lite.io.image import ImageError, case_name, image_suffix
 
@@ -28,10 +28,6 @@ class CaseSource:
     image: Path
     labels: Path
     challenge: bool  # True: npz files with ``imgs`` / ``gts``; False: image + label map via `segment`'s readers
-
-    @property
-    def is_3d(self) -> bool | None:
-        return is_3d_name(self.name) if self.challenge else None
 
 
 @dataclass

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from medsam_lite.core.atomic import atomic_path
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.train.data import CaseSource, TrainingCase
 
@@ -86,16 +86,12 @@ class EmbeddingCache:
         target = self.path(source, flip)
         if target.is_file():
             return target
-        tmp = target.with_name(f".{target.stem}.{os.getpid()}.npy")
-        try:
+        with atomic_path(target, ".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(case.slices, *EMBEDDING_SHAPE))
             for z in range(case.slices):
                 out[z] = np.asarray(encode(slice_input(case, z, flip)))[0].astype(np.float16)
             out.flush()
             del out
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         meta = {"case": source.name, "image": str(source.image), "slices": case.slices, "flip": flip,
                 "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision, "preprocessing": PREPROCESSING}
         target.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")

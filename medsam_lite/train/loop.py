@@ -170,6 +170,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
             state.best, state.best_epoch, state.bad = dsc, epoch, 0
         else:
             state.bad += 1
+        state.stopped_early = bool(config.patience) and state.bad >= config.patience  # saved with this epoch
         state.rows.append({"epoch": epoch, **parts, "lr": schedule.get_last_lr()[0], "val_dsc": dsc,
                            "seconds": time.perf_counter() - t0})
         if dist.is_main:
@@ -180,11 +181,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
             f"{parts['train_bce']:.4f}, iou {parts['train_iou']:.4f}), validation DSC {dsc:.4f}"
             f"{' (best so far: best.pth)' if improved else f' (best {state.best:.4f} at epoch {state.best_epoch})'}, "
             f"{time.perf_counter() - t0:.0f} s")
-        if config.patience and state.bad >= config.patience:
+        if state.stopped_early:
             log(f"early stop: no better validation DSC for {state.bad} epochs")
-            state.stopped_early = True
-            save_epoch(run_dir, state, model, optimizer, schedule, split) if dist.is_main else None
-            break
     result = finish(config, run_dir, state, model, validate, train_cases, val_cases, samples, skipped,
                      started, finished, dist, log)
     dist.close()

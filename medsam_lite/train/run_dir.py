@@ -9,12 +9,12 @@ run started on a GPU resumes on a CPU.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from medsam_lite.core.atomic import atomic_path, check_writable_dir
 
 RUN_FILES = ("config.json", "split.json", "metrics.csv", "curves.png", "best.pth", "last.pt", "summary.txt",
              "summary.json", "val_cases.csv")
@@ -36,10 +36,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise RunDirError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or start again with "
                           "--overwrite")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable_dir(run_dir)
     except OSError as exc:
         raise RunDirError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from exc
     if overwrite and not resume:
@@ -48,13 +45,10 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def save_atomic(path: Path, write) -> None:
-    """``write(tmp_path)``, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """``write(tmp_path)`` into ``core.atomic``'s temporary path (same suffix, for writers that go by it), then
+    renamed over ``path``."""
+    with atomic_path(path, path.suffix) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -102,4 +96,4 @@ def draw_curves(path: Path, rows: list[dict]) -> None:
             cv2.putText(canvas, f"{value:.3f}", (x0 + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
         cv2.putText(canvas, f"epoch {int(xs.min())}..{int(xs.max())}", (x0, margin + panel_h + 20),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
-    save_atomic(path, lambda tmp: cv2.imwrite(str(tmp) + ".png", canvas) and shutil.move(str(tmp) + ".png", tmp))
+    save_atomic(path, lambda tmp: cv2.imwrite(str(tmp), canvas))
