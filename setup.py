@@ -24,7 +24,9 @@ setup(
         # torch: the torch engine and `medsam-lite export` (the OpenVINO engine runs without it)
         "torch": requirements("torch"),
         "int8": requirements("torch", "int8"),
-        "test": requirements("torch", "int8", "test"),
+        # viewers: the service's nnInteractive protocol (blosc2 arrays)
+        "viewers": requirements("viewers"),
+        "test": requirements("torch", "int8", "viewers", "test"),
         "bench": requirements("bench"),
     },
     entry_points={"console_scripts": ["medsam-lite=medsam_lite.cli:entry"]},

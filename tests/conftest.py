@@ -120,6 +120,51 @@ def load_reference(which: str, case: str) -> np.ndarray:
     return np.load(shared_path(REFERENCES[which], "segs", case))["segs"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(*options: str):
+    """A `medsam-lite serve` on 127.0.0.1 (a process of its own) with these options -> (its URL, the process);
+    fails the test with the server's last words if it does not answer /healthz within 180 s (a fresh environment's
+    first start compiles every module's bytecode)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "medsam_lite", "serve", "--port", str(port), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2)
+            return url, process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
+            time.sleep(0.25)
+
+
+def stop_serve(process) -> None:
+    """Terminate a server from ``start_serve``; kill it if a job on its worker keeps it past 10 s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def shared_case(name: str) -> Path:
     """A real case by file name, from ``cases/imgs`` or ``cases_mm/imgs``."""
     for folder in ("cases", "cases_mm"):

@@ -10,11 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +18,7 @@ from click.testing import CliRunner
 
 from medsam_lite.cli import main
 
-from .conftest import ROOT, shared_path
+from .conftest import ROOT, shared_path, start_serve, stop_serve
 
 CHROMIUM = os.environ.get("MEDSAM_LITE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = os.environ.get("MEDSAM_LITE_REQUIRE_BROWSER", "") not in ("", "0")
@@ -49,12 +44,6 @@ def _need_browser():
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(exports, tmp_path_factory):
     """``server(which)``: the URL of a `medsam-lite serve` on 127.0.0.1 with that export (one per module)."""
@@ -62,30 +51,14 @@ def server(exports, tmp_path_factory):
 
     def start(which: str, token: str | None = None) -> str:
         if (which, token) not in started:
-            port = _free_port()
             store = tmp_path_factory.mktemp(f"page-store-{which}")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "medsam_lite", "serve", "--port", str(port), "--export-dir", str(exports(which)),
-                 "--store-dir", str(store), *(["--token", token] if token else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180  # a fresh environment's first start compiles every module's bytecode
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/healthz", timeout=2)
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        process.kill()
-                        pytest.fail(f"the server did not start: {process.stderr.read()[-2000:]}")
-                    time.sleep(0.25)
-            started[(which, token)] = (url, process)
+            started[(which, token)] = start_serve("--export-dir", str(exports(which)), "--store-dir", str(store),
+                                                  *(["--token", token] if token else []))
         return started[(which, token)][0]
 
     yield start
     for _, process in started.values():
-        process.terminate()
-        process.wait(10)
+        stop_serve(process)
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,29 @@ def test_bounded_cache_reencodes_but_gives_the_same_masks(torch_engines):
     assert counts == [10, 13]
     assert np.array_equal(results[0], results[1])
     assert set(np.unique(results[0])) <= {0, 1, 2} and (results[0] == 2).any()
+
+
+def test_until_empty_stops_each_sweep_at_the_first_empty_slice(torch_engines):
+    """A box drawn on one slice (segment --until-empty, the viewers' boxes): the same masks as predict's
+    propagation up to and including the first slice where the mask vanishes, nothing beyond, and no slice beyond
+    it encoded."""
+    from medsam_lite.pipeline.segment import slice_boxes
+
+    engine = torch_engines("demo")
+    case = load_case(VOLUME)
+    volume = case.image.copy()
+    volume[:2] = volume[8:] = 0  # blank slices: the demo weights' masks vanish there
+    depth = volume.shape[0]
+    x0, y0, z0, x1, y1, z1 = (int(v) for v in case.boxes[0])
+    start = (z0 + z1) // 2
+    boxes = slice_boxes(np.array([[x0, y0, x1, y1]]), np.array([start]), depth)
+    assert boxes.tolist() == [[x0, y0, 0, x1, y1, depth - 1]]
+    full, _ = _passes(engine, segment_3d, volume, boxes, z_middle=np.array([start]))
+    until, passes = _passes(engine, segment_3d, volume, boxes, z_middle=np.array([start]), until_empty=True)
+    present = full.any(axis=(1, 2))
+    up_end = next((z for z in range(start, depth) if not present[z]), depth - 1)
+    down_end = next((z for z in range(start - 1, -1, -1) if not present[z]), 0) if present[start] else start
+    assert present[start] and (not present[up_end] or not present[down_end]), "a sweep must stop in this volume"
+    assert np.array_equal(until[down_end:up_end + 1], full[down_end:up_end + 1])
+    assert not until[:down_end].any() and not until[up_end + 1:].any()
+    assert (down_end, up_end) == (1, 8) and passes == up_end - down_end + 1

@@ -43,6 +43,8 @@ def record(item: ImageCase, output: str, engine: str) -> dict:
     if case.is_3d:
         middles = case.z_middle if case.z_middle is not None else [int((b[5] - b[2]) / 2 + b[2]) for b in case.boxes]
         out["z_mid"] = [int(z) for z in middles]
+        if case.until_empty:
+            out["propagation"] = "until-empty"  # the boxes' z ranges are the bounds it went within
     if data.geometry is not None:
         out["geometry"] = {"origin": list(data.geometry.origin), "spacing": list(data.geometry.spacing),
                            "direction": list(data.geometry.direction)}

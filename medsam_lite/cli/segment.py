@@ -26,6 +26,11 @@ from medsam_lite.cli.common import (
                    "label values are kept in the output.")
 @click.option("--box-margin", type=click.IntRange(min=0), default=0, show_default=True,
               help="Pixels added around the boxes of --boxes-from (x and y).")
+@click.option("--until-empty", is_flag=True,
+              help="3D: each box is drawn on one slice (its z_mid, else the middle of its z range) and propagates "
+                   "up and down until its mask vanishes, as the service's nnInteractive and MONAI Label boxes do.")
+@click.option("--reach", type=click.IntRange(min=0), default=None,
+              help="With --until-empty: at most this many slices each way [default: the whole volume].")
 @intensity_options
 @CHECKPOINT_OPTION
 @ENGINE_OPTION
@@ -41,7 +46,7 @@ from medsam_lite.cli.common import (
 @OFFLINE_OPTION
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxes_from: Path | None, box_margin: int,
-            modality: str | None, window: str | None, window_level: float | None, window_width: float | None,
+            until_empty: bool, reach: int | None, modality: str | None, window: str | None, window_level: float | None, window_width: float | None,
             series: str | None, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
             device: str, threads: int | None, overwrite: bool, overlay_dir: Path | None, timing_csv: Path | None,
             offline: bool, quiet: bool) -> None:
@@ -67,7 +72,10 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
     if not paths:
         say("no images found in " + ", ".join(map(str, images)))
         return
-    options = ImageOptions(modality, ct_window(window, window_level, window_width), boxes, boxes_from, box_margin, series)
+    if reach is not None and not until_empty:
+        fail("--reach bounds --until-empty; give both or neither")
+    options = ImageOptions(modality, ct_window(window, window_level, window_width), boxes, boxes_from, box_margin, series,
+                           until_empty, reach)
     start = time.perf_counter()
     choice = load_engine(engine, checkpoint, export_dir, precision, threads, device, background=True, offline=offline)
     from tqdm import tqdm  # imported while the encoder compiles

@@ -9,7 +9,7 @@ import click
 
 from medsam_lite.cli.common import (
     CHECKPOINT_OPTION, ENGINE_OPTION, EXPORT_DIR_OPTION, OFFLINE_OPTION, PRECISION_OPTION, compile_prompt_decoder,
-    engine_ready, fail, load_engine, main
+    ct_window, engine_ready, fail, load_engine, main
 )
 
 
@@ -37,12 +37,31 @@ from medsam_lite.cli.common import (
 @click.option("--token", default=None, envvar="MEDSAM_LITE_TOKEN",
               help="Every endpoint but /healthz needs 'Authorization: Bearer TOKEN' [env: MEDSAM_LITE_TOKEN].")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages of this origin (repeatable).")
+@click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
+              help="Intensity rule for viewer images (nnInteractive, MONAI Label) whose metadata names none, as "
+                   "segment's. [default: uint8 as it is, other values by the 0.5-99.5 percentile rule]")
+@click.option("--window", type=click.Choice(["abdomen", "lung", "brain", "bone"]), default=None,
+              help="CT window preset for --modality CT (abdomen 40/400 by default).")
+@click.option("--window-level", type=float, default=None, help="CT window level in HU (overrides --window).")
+@click.option("--window-width", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CT window width in HU (overrides --window).")
+@click.option("--reach", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Slices a box drawn on one slice (nnInteractive, MONAI Label) may propagate each way, until its "
+                   "mask vanishes (each new slice is one encoder pass: 40 keeps a first box within the viewers' 60 s "
+                   "timeout on a 2-core CPU).")
+@click.option("--max-sessions", type=click.IntRange(min=1), default=4, show_default=True,
+              help="nnInteractive sessions (viewers) held at once; one more is answered 503.")
+@click.option("--session-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds an nnInteractive session may stay idle before it is reaped (410 afterwards).")
 @OFFLINE_OPTION
 def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
           threads: int | None, cache_mb: int, store_mb: int, store_dir: Path | None, max_upload_mb: int,
-          max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...], offline: bool) -> None:
-    """An HTTP service: the native API (/v1, documented at /docs), samapi's (/sam/, QuPath's SAM extension)
-    and FastMedSAM's (/upload/, /segment/), with an embedding cache."""
+          max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...], modality: str | None,
+          window: str | None, window_level: float | None, window_width: float | None, reach: int | None,
+          max_sessions: int, session_timeout: float, offline: bool) -> None:
+    """An HTTP service: the native API (/v1, documented at /docs), samapi's (/sam/, QuPath's SAM extension),
+    FastMedSAM's (/upload/, /segment/), nnInteractive's (/nninteractive: 3D Slicer, napari) and MONAI Label's
+    (/monailabel: 3D Slicer), with an embedding cache."""
     from medsam_lite.core.optional import missing
 
     absent = missing("fastapi", "uvicorn", "multipart")
@@ -53,7 +72,8 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     from medsam_lite.serve.settings import ServeSettings
 
     settings = ServeSettings(host, port, cache_mb, store_mb, max_upload_mb, max_pixels, queue_size, token or None,
-                             list(cors_origins), store_dir)
+                             list(cors_origins), store_dir, modality, ct_window(window, window_level, window_width),
+                             reach, max_sessions, session_timeout)
     if not settings.loopback and not settings.token:
         click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)

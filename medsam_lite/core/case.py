@@ -33,6 +33,7 @@ class Case:
     z_middle: np.ndarray | None = None  # (N,) start slice of each 3D box (2025 layout); None: the box's middle
     fallback: np.ndarray | None = None  # what to write when there are no boxes (2025: prev_pred)
     notes: list[str] = field(default_factory=list)  # things to say once per run, not per case
+    until_empty: bool = False  # 3D boxes drawn on one slice: propagate until the mask vanishes (z range = bounds)
 
     @property
     def label_dtype(self) -> type:

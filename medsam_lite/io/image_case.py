@@ -27,6 +27,8 @@ class ImageOptions:
     boxes_from: Path | None = None
     box_margin: int = 0
     series: str | None = None
+    until_empty: bool = False  # 3D: each box starts on its z_mid (else its middle) and goes until its mask vanishes
+    reach: int | None = None  # with until_empty: at most this many slices each way (None: the whole volume)
 
 
 @dataclass
@@ -130,5 +132,12 @@ def image_case(data: ImageData, options: ImageOptions) -> ImageCase:
         z_middle = np.clip(z_middle, boxes[:, 2], boxes[:, 5])
     if len(boxes) == 0:
         warnings.append("no boxes: writing an all-zero segmentation")
-    case = Case(data.name, data.is_3d, image, boxes, warnings, z_middle)
+    until_empty = options.until_empty and data.is_3d
+    if until_empty and len(boxes):
+        from medsam_lite.pipeline.segment import slice_boxes
+
+        if z_middle is None:
+            z_middle = ((boxes[:, 5] - boxes[:, 2]) / 2 + boxes[:, 2]).astype(np.int64)
+        boxes = slice_boxes(boxes[:, [0, 1, 3, 4]], z_middle, image.shape[0], options.reach)
+    case = Case(data.name, data.is_3d, image, boxes, warnings, z_middle, until_empty=until_empty)
     return ImageCase(case, data, prompts.labels, modality, window, prompts.source)

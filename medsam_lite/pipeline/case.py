@@ -16,7 +16,10 @@ def segment_case(engine: Engine, case, schedule: str = "fast"):
     if len(case.boxes) == 0 and case.fallback is not None:
         return case.fallback
     if case.is_3d:
-        if case.z_middle is not None:
-            return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype, z_middle=case.z_middle)
-        return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype)
+        options = {"z_middle": case.z_middle} if case.z_middle is not None else {}
+        if case.until_empty:
+            if schedule == "official":
+                raise ValueError("the official schedule has no until-empty propagation")
+            options["until_empty"] = True
+        return run_3d(engine, case.image, case.boxes, dtype=case.label_dtype, **options)
     return run_2d(engine, case.image, case.boxes, dtype=case.label_dtype)

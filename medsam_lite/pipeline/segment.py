@@ -47,6 +47,8 @@ class BoxTrack:
     z_last: int  # highest slice, inclusive
     prompt: np.ndarray | None = None  # box at 256 for the next slice of the current sweep
     prompt_down: np.ndarray | None = None  # box at 256 for slice z_middle - 1
+    until_empty: bool = False  # stop a sweep at the first slice where this box's mask is empty
+    stopped: bool = False  # the current sweep has stopped (until_empty)
 
     @classmethod
     def from_box(cls, label: int, box: np.ndarray, depth: int, z_middle: int | None = None) -> "BoxTrack":
@@ -110,9 +112,19 @@ def _next_prompt(track: BoxTrack, mask: np.ndarray, original: tuple[int, int]) -
     return box if box is not None else box_to_256(track.box_2d, original)
 
 
+def slice_boxes(boxes_2d: np.ndarray, z_middle: np.ndarray, depth: int, reach: int | None = None) -> np.ndarray:
+    """(N, 4) boxes drawn on slices ``z_middle`` (N,) -> (N, 6) boxes whose z range is where ``segment_3d(...,
+    until_empty=True)`` may go: ``reach`` slices each way (None: the whole volume), within ``0..depth - 1``."""
+    z = np.asarray(z_middle, dtype=np.int64)
+    span = depth if reach is None else int(reach)
+    boxes = np.asarray(boxes_2d, dtype=np.int64).reshape(-1, 4)
+    return np.stack([boxes[:, 0], boxes[:, 1], np.maximum(z - span, 0), boxes[:, 2], boxes[:, 3],
+                     np.minimum(z + span, depth - 1)], axis=1)
+
+
 def segment_3d(
     engine: Engine, volume: np.ndarray, boxes: np.ndarray, dtype: type = np.uint8, cache_bytes: int = DEFAULT_CACHE_BYTES,
-    z_middle: np.ndarray | None = None, slice_embedding: Callable[[int], Any] | None = None,
+    z_middle: np.ndarray | None = None, slice_embedding: Callable[[int], Any] | None = None, until_empty: bool = False,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) labels, each slice encoded once.
 
@@ -124,6 +136,11 @@ def segment_3d(
     (resized to 256, +3 px), or by the box itself where that mask is empty. All boxes advance together:
     an upward sweep over every slice that any box needs going up, then a downward sweep; embeddings the
     downward sweep needs again are kept in a bounded cache.
+
+    ``until_empty``: a box drawn on one slice (nnInteractive, MONAI Label without a z extent, ``segment
+    --until-empty``): its z range only bounds the sweeps, and each sweep stops at the first slice where the box's
+    mask is empty (so the box itself never prompts a slice other than ``z_middle``); slices no box reaches any more
+    are not encoded.
     """
     depth, height, width = volume.shape
     original = (height, width)
@@ -132,6 +149,8 @@ def segment_3d(
     starts = [None] * len(boxes) if z_middle is None else [int(z) for z in z_middle]
     tracks = [BoxTrack.from_box(i + 1, box, depth, start) for i, (box, start) in enumerate(zip(boxes, starts))]
     tracks = [t for t in tracks if t.z_first <= t.z_middle <= t.z_last]
+    for t in tracks:
+        t.until_empty = until_empty
     if not tracks:
         return segs
     embed = slice_embedding or (lambda z: encode_image(engine, volume[z]))
@@ -141,7 +160,7 @@ def segment_3d(
     for t in tracks:
         t.prompt = box_to_256(t.box_2d, original)
     for z in range(min(t.z_middle for t in tracks), max(t.z_last for t in tracks) + 1):
-        active = [t for t in tracks if t.z_middle <= z <= t.z_last]
+        active = [t for t in tracks if t.z_middle <= z <= t.z_last and not t.stopped]
         if not active:
             continue
         embedding = embed(z)
@@ -149,17 +168,21 @@ def segment_3d(
             cache.put(z, embedding)
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
             t.prompt = _next_prompt(t, mask, original)
+            t.stopped = t.until_empty and not mask.any()
             if z == t.z_middle:
-                t.prompt_down = t.prompt
+                t.prompt_down = None if t.stopped else t.prompt
 
     for t in tracks:
-        t.prompt = t.prompt_down
+        t.prompt, t.stopped = t.prompt_down, t.prompt_down is None
     for z in sorted(needed_down, reverse=True):
-        active = [t for t in tracks if t.z_first <= z < t.z_middle]
+        active = [t for t in tracks if t.z_first <= z < t.z_middle and not t.stopped]
+        if not active:
+            continue
         embedding = cache.pop(z)
         if embedding is None:
             embedding = embed(z)
         for t, mask in zip(active, _decode_slice(engine, embedding, active, original, resized, segs[z])):
             t.prompt = _next_prompt(t, mask, original)
+            t.stopped = t.until_empty and not mask.any()
     return segs
 

@@ -17,7 +17,8 @@ from medsam_lite.serve.worker import Busy
 
 log = logging.getLogger("medsam_lite.serve")
 STATIC = Path(__file__).with_name("static")
-OPEN_PATHS = ("/healthz",)
+OPEN_PATHS = ("/healthz", "/nninteractive/healthz", "/monailabel/auth/")
+OPEN_POSTS = ("/monailabel/auth/token",)  # checks the password (the token) itself
 
 
 class BodyLimit:
@@ -80,7 +81,8 @@ class TokenGuard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.token or scope["method"] == "OPTIONS" or (
-                scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD")):
+                scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD")) or (
+                scope["path"] in OPEN_POSTS and scope["method"] == "POST"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-token", b"").decode("latin-1")
@@ -109,7 +111,7 @@ def create_app(service: Service) -> FastAPI:
     """The application around a started Service (closed when the application shuts down)."""
     from fastapi.middleware.cors import CORSMiddleware
 
-    from medsam_lite.serve import fastmedsam, native, samapi
+    from medsam_lite.serve import fastmedsam, monailabel, native, nninteractive, samapi
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -118,7 +120,9 @@ def create_app(service: Service) -> FastAPI:
 
     app = FastAPI(title="medsam-lite", version=VERSION, lifespan=lifespan,
                   description="LiteMedSAM box- and point-prompted segmentation: the native API (/v1), samapi's "
-                              "(/sam, QuPath's SAM extension) and FastMedSAM's (/upload, /segment).")
+                              "(/sam, QuPath's SAM extension), FastMedSAM's (/upload, /segment), nnInteractive's "
+                              "remote protocol (/nninteractive: 3D Slicer's nnInteractive extension, napari) and "
+                              "MONAI Label's (/monailabel: 3D Slicer's MONAI Label module).")
     app.state.service = service
 
     @app.exception_handler(UploadError)
@@ -138,6 +142,8 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(native.router)
     app.include_router(samapi.router)
     app.include_router(fastmedsam.router)
+    app.include_router(nninteractive.router)
+    app.include_router(monailabel.router)
     if STATIC.is_dir():
         from fastapi.staticfiles import StaticFiles
 

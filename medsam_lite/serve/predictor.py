@@ -11,7 +11,7 @@ import numpy as np
 
 from medsam_lite.engines.base import Engine
 from medsam_lite.pipeline.prompting import PromptMask, prompt_masks, sam_prompt
-from medsam_lite.pipeline.segment import EMBEDDING_BYTES, encode_image, segment_2d, segment_3d
+from medsam_lite.pipeline.segment import EMBEDDING_BYTES, encode_image, segment_2d, segment_3d, slice_boxes
 from medsam_lite.serve.lru import ByteLRU
 
 
@@ -43,8 +43,8 @@ class SlicePredictor:
         return embedding
 
     def forget(self, key: Hashable) -> int:
-        """Drop every cached slice of image ``key``."""
-        return self.cache.discard_where(lambda k: k[0] == key)
+        """Drop every cached slice of image ``key`` (along any axis)."""
+        return self.cache.discard_where(lambda k: k[0] == key or (isinstance(k[0], tuple) and k[0][0] == key))
 
     def boxes_2d(self, key: Hashable, z: int, plane: np.ndarray, boxes: np.ndarray, dtype: type) -> tuple[np.ndarray, Timing]:
         """(H, W) labels 1..N of (N, 4) boxes on one 2D image or slice (``plane`` (H, W, 3) or (H, W))."""
@@ -62,6 +62,20 @@ class SlicePredictor:
                           slice_embedding=lambda z: self.embedding(key, z, volume[z], timing))
         timing.seconds = time.perf_counter() - start
         return segs, timing
+
+    def slice_box(self, key: Hashable, volume: np.ndarray, axis: int, z: int, box: np.ndarray,
+                  reach: int | None) -> tuple[np.ndarray, Timing]:
+        """A box (4,) ``[x_min, y_min, x_max, y_max]`` drawn on slice ``z`` of ``axis`` of a (D, H, W) volume (x, y:
+        the other two axes, last first) -> (D, H, W) bool: propagated along ``axis`` until the mask vanishes (at
+        most ``reach`` slices each way), exactly ``segment --until-empty`` on the volume turned to that axis."""
+        timing, start = Timing(), time.perf_counter()
+        turned = np.moveaxis(volume, axis, 0)
+        cache_key = key if axis == 0 else (key, axis)  # axis 0 shares the 3D boxes' slices
+        boxes = slice_boxes(np.asarray(box)[None], np.array([z]), turned.shape[0], reach)
+        segs = segment_3d(self.engine, turned, boxes, z_middle=np.array([z]), until_empty=True,
+                          slice_embedding=lambda s: self.embedding(cache_key, s, turned[s], timing))
+        timing.seconds = time.perf_counter() - start
+        return np.moveaxis(segs, 0, axis) > 0, timing
 
     def prompt(self, key: Hashable, z: int, plane: np.ndarray, points: np.ndarray | None, point_labels: np.ndarray | None,
                box: np.ndarray | None, multimask: bool) -> tuple[list[PromptMask], Timing]:

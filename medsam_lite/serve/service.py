@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,6 +14,7 @@ from medsam_lite.core.case import CaseError, check_boxes, label_dtype
 from medsam_lite.engines import EngineChoice
 from medsam_lite.io.prompts import label_values_of
 from medsam_lite.io.layout2025 import boxes_from_dicts
+from medsam_lite.serve.nni_sessions import SessionRegistry
 from medsam_lite.serve.predictor import SlicePredictor, Timing
 from medsam_lite.serve.settings import MIB, ServeSettings
 from medsam_lite.serve.store import ImageStore, StoredImage
@@ -31,12 +32,15 @@ class Service:
     predictor: SlicePredictor
     worker: InferenceWorker
     store: ImageStore
+    sessions: SessionRegistry = field(default=None)  # nnInteractive's leases
+    viewer_ids: dict[str, str] = field(default_factory=dict)  # MONAI Label image id -> stored image id
 
     @classmethod
     def start(cls, settings: ServeSettings, choice: EngineChoice, model_sha256: str | None) -> "Service":
         predictor = SlicePredictor(choice.engine, settings.cache_mb * MIB)
         store = ImageStore(settings.store_dir, settings.store_mb * MIB, on_evict=predictor.forget)
-        return cls(settings, choice, model_sha256, predictor, InferenceWorker(settings.queue_size), store)
+        sessions = SessionRegistry(settings.max_sessions, settings.idle_seconds, settings.liveness_seconds)
+        return cls(settings, choice, model_sha256, predictor, InferenceWorker(settings.queue_size), store, sessions)
 
     def close(self) -> None:
         self.worker.close()

@@ -22,6 +22,14 @@ class ServeSettings:
     token: str | None = None
     cors_origins: list[str] = field(default_factory=list)
     store_dir: Path | None = None
+    modality: str | None = None  # intensity rule for viewer uploads without one in their metadata (CT, MR, other, raw)
+    window: tuple[float, float] | None = None  # CT (level, width) HU; None: abdomen 40/400
+    # slices a box drawn on one slice may propagate each way (None: the whole volume); 40 keeps a first box on a
+    # new volume within nnInteractive's 60 s read timeout: 81 slices x 0.4 s (fp32 encoder, 2-core Xeon) = 32 s
+    reach: int | None = 40
+    max_sessions: int = 4  # nnInteractive leases held at once; more -> 503
+    idle_seconds: float = 600.0  # a lease with no real action for this long is reaped
+    liveness_seconds: float = 60.0  # a lease with no request at all (not even a heartbeat) for this long is reaped
 
     @property
     def loopback(self) -> bool:

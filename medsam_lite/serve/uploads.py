@@ -41,6 +41,7 @@ class Intensity:
 
     modality: str | None = None
     window: tuple[float, float] | None = None
+    fallback: bool = False  # no modality here or in the metadata: uint8 as it is, else 'other' (viewer uploads)
 
 
 def safe_name(name: str | None, default: str = "upload") -> str:
@@ -143,7 +144,14 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
         except (ImageError, CaseError) as exc:
             raise UploadError(422, f"{name}: {exc}") from exc
         try:
-            modality = resolve_modality(data, intensity.modality)
+            try:
+                modality = resolve_modality(data, intensity.modality)
+            except ImageError:
+                if not intensity.fallback:
+                    raise
+                from medsam_lite.serve.viewer_volume import default_modality
+
+                modality = default_modality(np.asarray(data.pixels))
             window = window_for(modality, intensity.window)
             image = model_image(data, modality, window)
         except (ImageError, CaseError) as exc:
