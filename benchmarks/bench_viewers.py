@@ -10,8 +10,8 @@ it reaches is encoded), the same box again and a box on a neighbouring slice (em
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,13 +25,12 @@ CASES = ["3DBox_CT_Lesion_000002_03_01_035-047.npz", "3DBox_CT_AMOS_amos_0018.np
 WINDOW = ["--modality", "CT", "--window-level", "-872.5", "--window-width", "255"]
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            flags = Path("/proc/cpuinfo").read_text()
-            sets = [s for s in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f" {s}" in flags]
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores ({', '.join(sets)})"
-    return platform.processor()
+def cpu_description() -> str:
+    """benchmarks/bench_stages.py's CPU name and instruction sets."""
+    spec = importlib.util.spec_from_file_location("bench_stages", Path(__file__).with_name("bench_stages.py"))
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    return f"{stages.cpu_name()}, {os.cpu_count()} cores ({stages.cpu_features()})"
 
 
 def start(export: Path, store: Path, port: int) -> subprocess.Popen:
@@ -102,7 +101,7 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(30)
-    print(f"CPU: {cpu_name()}; engine: OpenVINO fp32 ({args.export_dir}); client and server on one machine")
+    print(f"CPU: {cpu_description()}; engine: OpenVINO fp32 ({args.export_dir}); client and server on one machine")
     print("| case | protocol | request | seconds |\n|---|---|---|---:|")
     for case, protocol, what, seconds in rows:
         print(f"| {case} | {protocol} | {what} | {seconds:.2f} |")

@@ -18,7 +18,7 @@ DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint6
           "bool"}
 
 
-def _blosc2():
+def require_blosc2():
     try:
         import blosc2
     except ImportError as exc:
@@ -53,7 +53,7 @@ def unpack(buf: bytes, max_voxels: int) -> np.ndarray:
     if count > max_voxels:
         raise UploadError(413, f"the image is {shape}: {count:,} voxels, more than the {max_voxels:,} this service "
                                f"accepts (--max-pixels)")
-    blosc2 = _blosc2()
+    blosc2 = require_blosc2()
     out = np.empty(count, dtype=dtype)
     view, total, written = memoryview(buf), count * dtype.itemsize, 0
     (chunks,) = struct.unpack_from("<I", buf, offset)
@@ -83,7 +83,7 @@ def unpack(buf: bytes, max_voxels: int) -> np.ndarray:
 
 def pack(array: np.ndarray) -> bytes:
     """Array -> packed bytes (zstd level 3, no filter: label masks compress best so)."""
-    blosc2 = _blosc2()
+    blosc2 = require_blosc2()
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))

@@ -90,7 +90,7 @@ def capabilities() -> dict:
 
 @router.post("/claim", summary="A lease token for one viewer session (503 when the server is full)")
 def claim(request: Request) -> dict:
-    nni_wire._blosc2()  # 501 naming the install now, not at the first image
+    nni_wire.require_blosc2()  # 501 naming the install now, not at the first image
     service = _service(request)
     session = service.sessions.claim()
     log.info("nninteractive: session claimed (%d of %d held)", len(service.sessions), service.sessions.max_sessions)

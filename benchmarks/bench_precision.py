@@ -1,0 +1,135 @@
+"""Precision modes judged by accuracy: each mode runs the official weights on every labelled real case (as
+`predict` does) and is compared with fp32, case by case: encoder ms per pass, whole-case seconds, voxel agreement
+with fp32 (foreground voxels labelled alike / foreground of either), DSC/NSD and their change from fp32, per
+modality, and the bar of `--precision fast` (encoder >= 2x fp32; mean DSC and mean NSD within 0.005 of fp32; no
+case more than 0.03 below fp32 in DSC).
+
+Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) and a fixed sample of
+``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
+(OpenVINO's inference precision hint), ``int8`` (the export's int8 encoder: ``medsam-lite export --int8 DIR``).
+
+    python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8] [--hippocampus 10]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.runner import evaluate_case, modality
+from medsam_lite.batch.runner import run_folder
+from medsam_lite.engines import create_engine
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def _sibling(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def encoder_ms(engine, passes: int = 8) -> float:
+    """Median ms of one encoder pass on a real-looking input (a shared 2D case), after one warm-up pass."""
+    from medsam_lite.core.preprocess import image_to_model_input
+
+    image = np.load(sorted((SHARED / "cases_mm" / "imgs").glob("*.npz"))[0])["imgs"]
+    model_in = image_to_model_input(image)[0]
+    engine.encode(model_in)
+    times = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        engine.encode(model_in)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Foreground voxels with the same label in both / foreground voxels of either (1.0 when both are empty)."""
+    either = (a > 0) | (b > 0)
+    total = int(either.sum())
+    return 1.0 if total == 0 else float(((a == b) & either).sum() / total)
+
+
+def run_mode(mode: str, export: Path, folders: list[tuple[str, Path, list[Path]]], out: Path) -> dict:
+    choice = create_engine("openvino", None, export, mode)
+    choice.engine.ready()
+    result = {"encoder_ms": encoder_ms(choice.engine), "cases": {}}
+    for name, folder, cases in folders:
+        segs = out / mode / name
+        segs.mkdir(parents=True)
+        for case in run_folder(choice.engine, cases, segs, overwrite=True):
+            row = evaluate_case(case.case, segs, folder / "gts")
+            result["cases"][(name, case.case)] = (row.dsc, row.nsd, case.seconds, segs / case.case)
+            print(f"{mode} {name}/{case.case}: DSC {row.dsc:.4f} NSD {row.nsd:.4f} ({case.seconds:.1f} s)",
+                  file=sys.stderr, flush=True)
+    return result
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export-dir", type=Path, required=True, help="OpenVINO export of the official weights")
+    parser.add_argument("--modes", nargs="+", default=["f32", "bf16", "int8"])
+    parser.add_argument("--hippocampus", type=int, default=10, help="hippocampus volumes, evenly spaced")
+    args = parser.parse_args()
+    accuracy = _sibling("bench_accuracy")
+    stages = _sibling("bench_stages")
+    folders = [("cases", SHARED / "cases", accuracy.labelled_cases(SHARED / "cases", None)),
+               ("cases_mm", SHARED / "cases_mm", accuracy.labelled_cases(SHARED / "cases_mm", None)),
+               ("hippocampus", SHARED / "finetune" / "hippocampus",
+                accuracy.labelled_cases(SHARED / "finetune" / "hippocampus", args.hippocampus))]
+    modes = ["f32"] + [m for m in args.modes if m != "f32"]
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as scratch:
+        runs = {mode: run_mode(mode, args.export_dir, folders, Path(scratch)) for mode in modes}
+        base = runs["f32"]
+        print(f"# {stages.cpu_name()} ({stages.cpu_features()}); official weights; {len(base['cases'])} labelled cases")
+        head = "| case | modality | f32 DSC | f32 NSD | " + " | ".join(
+            f"{m} dDSC | {m} dNSD | {m} agree" for m in modes[1:]) + " |"
+        print(head + "\n|" + "---|" * (head.count("|") - 1))
+        for key, (dsc, nsd, _, path) in base["cases"].items():
+            cells = [key[1].removesuffix(".npz"), modality(key[1]), fmt(dsc), fmt(nsd)]
+            reference = np.load(path)["segs"]
+            for mode in modes[1:]:
+                m_dsc, m_nsd, _, m_path = runs[mode]["cases"][key]
+                agree = agreement(np.load(m_path)["segs"], reference)
+                cells += [fmt(m_dsc - dsc, True), fmt(m_nsd - nsd, True), f"{agree:.4f}"]
+            print("| " + " | ".join(cells) + " |")
+        print("\n| mode | encoder ms/pass | x f32 | case s (sum) | mean DSC | dDSC | mean NSD | dNSD | worst dDSC "
+              "| cases < -0.01 | bar |\n|---|---|---|---|---|---|---|---|---|---|---|")
+        f32_dsc = np.mean([v[0] for v in base["cases"].values()])
+        f32_nsd = np.mean([v[1] for v in base["cases"].values()])
+        for mode in modes:
+            run = runs[mode]
+            deltas = [run["cases"][k][0] - base["cases"][k][0] for k in base["cases"]]
+            dsc = np.mean([v[0] for v in run["cases"].values()])
+            nsd = np.mean([v[1] for v in run["cases"].values()])
+            speed = base["encoder_ms"] / run["encoder_ms"]
+            meets = speed >= 2 and abs(dsc - f32_dsc) <= 0.005 and abs(nsd - f32_nsd) <= 0.005 and min(deltas) >= -0.03
+            print(f"| {mode} | {run['encoder_ms']:.0f} | {speed:.2f} | {sum(v[2] for v in run['cases'].values()):.0f} "
+                  f"| {dsc:.4f} | {dsc - f32_dsc:+.4f} | {nsd:.4f} | {nsd - f32_nsd:+.4f} | {min(deltas):+.4f} "
+                  f"| {sum(d < -0.01 for d in deltas)} | {'-' if mode == 'f32' else ('meets' if meets else 'fails')} |")
+        print("\n| modality | cases | f32 DSC | " + " | ".join(f"{m} dDSC" for m in modes[1:]) + " |\n|"
+              + "---|" * (3 + len(modes) - 1))
+        for name in sorted({modality(k[1]) for k in base["cases"]}):
+            keys = [k for k in base["cases"] if modality(k[1]) == name]
+            f32_mean = np.mean([base["cases"][k][0] for k in keys])
+            cells = [name, str(len(keys)), f"{f32_mean:.4f}"] + [
+                f"{np.mean([runs[m]['cases'][k][0] for k in keys]) - f32_mean:+.4f}" for m in modes[1:]]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
