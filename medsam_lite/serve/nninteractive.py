@@ -131,7 +131,9 @@ async def set_image(request: Request, x_lease_token: str | None = Header(None)) 
         if array.ndim != 4 or array.shape[0] != 1 or min(array.shape) < 1:
             raise UploadError(400, f"expected a (1, X, Y, Z) image (one channel), got {array.shape}")
         volume, rule = to_model_volume(array[0], service.settings)
-        return array.shape, volume, rule, hashlib.sha256(volume.tobytes() + str(volume.shape).encode()).hexdigest()
+        digest = hashlib.sha256(str(volume.shape).encode())
+        digest.update(memoryview(volume).cast("B"))  # no copy of the volume
+        return array.shape, volume, rule, digest.hexdigest()
 
     shape, volume, rule, key = await run_in_threadpool(decode)
     with session.lock:  # the previous image stays until this one is whole
