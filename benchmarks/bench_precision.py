@@ -9,6 +9,11 @@ Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) 
 (OpenVINO's inference precision hint), ``int8`` (the export's int8 encoder: ``medsam-lite export --int8 DIR``).
 
     python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8] [--hippocampus 10]
+    python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it
+
+``--mixed`` splits the encoder at each stage boundary into two compiled parts (fp32, then bf16) and prints the
+embedding's relative error against fp32 on five ``cases_mm`` images and the ms per pass: where bf16's error
+comes from.
 """
 from __future__ import annotations
 
@@ -73,6 +78,56 @@ def run_mode(mode: str, export: Path, folders: list[tuple[str, Path, list[Path]]
     return result
 
 
+def _boundary(model, stage: str):
+    """The output that feeds stage ``stage`` of the encoder (``layers.1``, ..., ``neck``) from before it."""
+    prefix = f"/image_encoder/{stage}/"
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name().startswith(prefix):
+            for port in op.inputs():
+                source = port.get_source_output()
+                node = source.get_node()
+                if node.get_type_name() != "Constant" and not node.get_friendly_name().startswith(prefix):
+                    return source
+    raise ValueError(f"no stage {stage} in the encoder")
+
+
+def mixed_table(export: Path) -> None:
+    import openvino as ov
+
+    from medsam_lite.core.preprocess import image_to_model_input
+
+    core = ov.Core()
+    xml = export / "image_encoder.xml"
+    config = lambda precision: {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2}  # noqa: E731
+    images = sorted((SHARED / "cases_mm" / "imgs").glob("*.npz"))[:5]
+    inputs = [image_to_model_input(np.load(p)["imgs"])[0] for p in images]
+    exact = core.compile_model(core.read_model(xml), "CPU", config("f32"))
+    references = [exact(x)[0] for x in inputs]
+
+    def split(stage: str):
+        head_model, tail_model = core.read_model(xml), core.read_model(xml)
+        head = ov.Model([_boundary(head_model, stage)], head_model.get_parameters(), "head")
+        cut = _boundary(tail_model, stage)
+        parameter = ov.op.Parameter(cut.get_element_type(), cut.get_partial_shape())
+        for port in list(cut.get_target_inputs()):
+            port.replace_source_output(parameter.output(0))
+        tail = ov.Model(tail_model.get_results(), [parameter], "tail")
+        first = core.compile_model(head, "CPU", config("f32"))
+        second = core.compile_model(tail, "CPU", config("bf16"))
+        return lambda x: second(first(x)[0])[0]
+
+    print("| fp32 up to | relative error | ms/pass |\n|---|---:|---:|")
+    whole = core.compile_model(core.read_model(xml), "CPU", config("bf16"))
+    for stage, run in [("(none: all bf16)", lambda x: whole(x)[0])] + [
+            (s, split(s)) for s in ("layers.1", "layers.2", "layers.3", "neck")]:
+        errors = [np.linalg.norm(run(x) - r) / np.linalg.norm(r) for x, r in zip(inputs, references)]
+        run(inputs[0])
+        start = time.perf_counter()
+        for _ in range(5):
+            run(inputs[0])
+        print(f"| {stage} | {np.mean(errors):.3f} | {(time.perf_counter() - start) / 5 * 1000:.0f} |")
+
+
 def fmt(value: float | None, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return "-"
@@ -84,7 +139,11 @@ def main() -> None:
     parser.add_argument("--export-dir", type=Path, required=True, help="OpenVINO export of the official weights")
     parser.add_argument("--modes", nargs="+", default=["f32", "bf16", "int8"])
     parser.add_argument("--hippocampus", type=int, default=10, help="hippocampus volumes, evenly spaced")
+    parser.add_argument("--mixed", action="store_true", help="only the fp32-then-bf16 split table")
     args = parser.parse_args()
+    if args.mixed:
+        mixed_table(args.export_dir)
+        return
     accuracy = _sibling("bench_accuracy")
     stages = _sibling("bench_stages")
     folders = [("cases", SHARED / "cases", accuracy.labelled_cases(SHARED / "cases", None)),
