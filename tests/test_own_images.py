@@ -427,3 +427,14 @@ def test_outputs_never_land_beside_the_inputs(tmp_path, exports):
     image = write_medical(tmp_path / "v.nii.gz", np.load(DEMO_3D)["imgs"], SPACING)
     result = _run("segment", image, "-o", tmp_path, "--boxes-from", image, "--export-dir", exports("seeded"))
     assert result.exit_code == 2 and "inside the input folder" in result.stderr
+
+
+def test_non_finite_values_are_refused_by_every_intensity_rule():
+    from medsam_lite.io.image import ImageError
+    from medsam_lite.io.intensity import to_uint8
+
+    pixels = np.linspace(0, 100, 64, dtype=np.float32).reshape(8, 8)
+    pixels[2, 3], pixels[5, 5] = np.nan, np.inf
+    for modality in ("CT", "MR", "other", "raw"):
+        with pytest.raises(ImageError, match="2 NaN or infinite values"):
+            to_uint8(pixels, modality)

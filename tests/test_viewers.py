@@ -231,6 +231,10 @@ def test_nninteractive_protocol_refusals_and_boxes_on_any_axis(inproc, ov_engine
     reply = c.post("/nninteractive/set_image", headers=lease, content=_packed(larger))
     assert reply.status_code == 413 and "--max-pixels" in reply.json()["detail"]
     assert c.post("/nninteractive/set_image", headers=lease, content=b"NNIA\x01junk").status_code == 400
+    holes = volume[None].astype(np.float32)
+    holes[0, 3, 40, 40] = np.nan
+    reply = c.post("/nninteractive/set_image", headers=lease, content=_packed(holes))
+    assert reply.status_code == 400 and "NaN" in reply.json()["detail"]
     target = {"shape": [12, 100, 80], "dtype": "uint8"}
     assert c.post("/nninteractive/set_target_buffer", headers=lease, json=target).status_code == 200  # image kept
     assert c.post("/nninteractive/set_target_buffer", headers=lease, json={**target, "shape": [1, 2, 3]}).status_code == 400

@@ -63,6 +63,9 @@ def window_for(modality: str, window: tuple[float, float] | None) -> tuple[float
 
 def to_uint8(pixels: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
     """Pixels as stored -> uint8 by ``modality`` (see the module docstring); ``window`` (level, width) for CT."""
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise ImageError(f"has {int((~np.isfinite(pixels)).sum()):,} NaN or infinite values; replace them (e.g. by "
+                         f"the background value) first")
     if modality == "CT":
         return window_ct(pixels, *(window or DEFAULT_WINDOW))
     if modality in ("MR", "other"):
