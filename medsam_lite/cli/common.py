@@ -154,23 +154,29 @@ def ct_window(preset: str | None, level: float | None, width: float | None) -> t
     return (base[0] if level is None else level, base[1] if width is None else width)
 
 
-def intensity_options(command):
-    """--modality, --window, --window-level, --window-width, --series: how an image becomes uint8."""
+def window_options(command):
+    """--window, --window-level, --window-width: the CT window (segment, convert, serve)."""
     for option in reversed([
-        click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
-                     help="Intensity rule of the official preprocessing. CT: window, then min-max; MR/other: 0.5-99.5 "
-                          "percentiles of the non-zero voxels; raw: values already 0..255. [default: from the "
-                          "metadata (DICOM Modality); pictures (PNG, JPEG, ...): as pre_grey_rgb.py]"),
         click.option("--window", type=click.Choice(["abdomen", "lung", "brain", "bone"]), default=None,
                      help="CT window preset (level/width HU): abdomen 40/400 (default), lung -600/1500, brain 40/80, "
                           "bone 400/1800."),
         click.option("--window-level", type=float, default=None, help="CT window level in HU (overrides --window)."),
         click.option("--window-width", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="CT window width in HU (overrides --window)."),
-        click.option("--series", default=None, metavar="UID", help="The DICOM series to read where a folder holds several."),
     ]):
         command = option(command)
     return command
+
+
+def intensity_options(command):
+    """--modality, --window, --window-level, --window-width, --series: how an image becomes uint8."""
+    command = click.option("--series", default=None, metavar="UID",
+                           help="The DICOM series to read where a folder holds several.")(command)
+    command = window_options(command)
+    return click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
+                        help="Intensity rule of the official preprocessing. CT: window, then min-max; MR/other: "
+                             "0.5-99.5 percentiles of the non-zero voxels; raw: values already 0..255. [default: from "
+                             "the metadata (DICOM Modality); pictures (PNG, JPEG, ...): as pre_grey_rgb.py]")(command)
 
 
 def compile_prompt_decoder(engine) -> None:

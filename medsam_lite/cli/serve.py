@@ -9,7 +9,7 @@ import click
 
 from medsam_lite.cli.common import (
     CHECKPOINT_OPTION, ENGINE_OPTION, EXPORT_DIR_OPTION, OFFLINE_OPTION, PRECISION_OPTION, compile_prompt_decoder,
-    ct_window, engine_ready, fail, load_engine, main
+    ct_window, engine_ready, fail, load_engine, main, window_options
 )
 
 
@@ -40,11 +40,7 @@ from medsam_lite.cli.common import (
 @click.option("--modality", type=click.Choice(["CT", "MR", "other", "raw"]), default=None,
               help="Intensity rule for viewer images (nnInteractive, MONAI Label) whose metadata names none, as "
                    "segment's. [default: uint8 as it is, other values by the 0.5-99.5 percentile rule]")
-@click.option("--window", type=click.Choice(["abdomen", "lung", "brain", "bone"]), default=None,
-              help="CT window preset for --modality CT (abdomen 40/400 by default).")
-@click.option("--window-level", type=float, default=None, help="CT window level in HU (overrides --window).")
-@click.option("--window-width", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="CT window width in HU (overrides --window).")
+@window_options
 @click.option("--reach", type=click.IntRange(min=0), default=40, show_default=True,
               help="Slices a box drawn on one slice (nnInteractive, MONAI Label) may propagate each way, until its "
                    "mask vanishes (each new slice is one encoder pass: 40 keeps a first box within the viewers' 60 s "
