@@ -9,8 +9,12 @@ is the rest of the process's wall time (interpreter exit, the summary). Then:
 - one encoder pass: its FLOPs counted from the IR (2 x multiply-adds of every MatMul and convolution),
   seconds (best of 5) and GFLOP/s, as a share of that peak.
 
+With ``--profile``, also where one encoder pass and one box of the decoder spend their time, per op type of
+the compiled graph (OpenVINO's per-node counters, the fastest of 5 runs): milliseconds, share, and GFLOP/s of
+the matmuls and convolutions; give two export folders to compare them side by side in one run.
+
 Usage: python benchmarks/bench_stages.py --export-dir DIR [--shared ../shared] [--only SUBSTRING ...]
-       [--repeat N] [--threads N]
+       [--repeat N] [--threads N] [--profile [DIR ...]] [--no-cases]
 """
 from __future__ import annotations
 
@@ -86,6 +90,81 @@ def model_gflop(model) -> float:
     return total / 1e9
 
 
+def _op_gflop(model) -> dict[str, float]:
+    """GFLOP of each MatMul / (Group)Convolution of a static-shape model, by its name."""
+    flops = {}
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "MatMul":
+            a = list(op.input(0).get_shape())
+            if op.get_attributes().get("transpose_a"):
+                a[-2:] = a[-1:-3:-1]
+            flops[op.get_friendly_name()] = 2 * int(np.prod(list(op.output(0).get_shape()))) * a[-1] / 1e9
+        elif kind in ("Convolution", "GroupConvolution"):
+            weights = list(op.input(1).get_shape())
+            flops[op.get_friendly_name()] = 2 * int(np.prod(list(op.output(0).get_shape()))) * int(np.prod(weights[-3:])) / 1e9
+    return flops
+
+
+def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A fused node
+    (FullyConnected, a convolution with its bias) gets the FLOPs of the source ops in its name's scope."""
+    flops = _op_gflop(model)
+    by_scope: dict[str, float] = {}
+    for name, g in flops.items():
+        by_scope[name.rsplit("/", 1)[0]] = by_scope.get(name.rsplit("/", 1)[0], 0.0) + g
+    request = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    request.infer(inputs)
+    best = None
+    for _ in range(5):
+        start = time.perf_counter()
+        request.infer(inputs)
+        wall = time.perf_counter() - start
+        if best is None or wall < best[0]:
+            best = (wall, [(p.node_name, p.node_type, p.real_time.total_seconds()) for p in request.profiling_info])
+    table: dict[str, tuple[float, float]] = {}
+    for name, kind, seconds in best[1]:
+        if seconds <= 0:
+            continue
+        g = flops.get(name, 0.0)
+        if not g and kind in ("FullyConnected", "Convolution", "GroupConvolution", "MatMul"):
+            g = by_scope.get(name.rsplit("/", 1)[0], 0.0)
+        ms, total = table.get(kind, (0.0, 0.0))
+        table[kind] = (ms + seconds * 1000, total + g)
+    return best[0] * 1000, table
+
+
+def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
+    """Per op type, side by side for each export folder: the encoder pass and one box of the decoder."""
+    from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES
+
+    rng = np.random.default_rng(3)
+    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    for part in ("encoder", "decoder"):
+        results = []
+        for export_dir in export_dirs:
+            model = core.read_model(export_dir / MODEL_FILES[part])
+            if part == "encoder":
+                inputs = [rng.random((1, 3, 256, 256), dtype=np.float32)]
+            else:
+                model.reshape({model.inputs[-1].get_any_name(): [1, 4]})
+                prepared = core.compile_model(export_dir / MODEL_FILES["decoder_image"], "CPU", config)([embedding])
+                inputs = [np.array(prepared[i]) for i in range(len(DECODER_IMAGE_OUTPUTS))]
+                inputs.append(np.array([[40.0, 52.0, 180.0, 200.0]], np.float32))
+            results.append(op_profile(core, config, model, inputs))
+        kinds = sorted({k for _, table in results for k in table}, key=lambda k: -max(t.get(k, (0, 0))[0] for _, t in results))
+        print(f"\n{part} ({'encoder pass' if part == 'encoder' else 'one box'}): ms per op type, share, GFLOP/s")
+        print(f"{'op type':<18}" + "".join(f"{d.name[-22:]:>34}" for d in export_dirs))
+        for kind in kinds:
+            cells = []
+            for _, table in results:
+                ms, g = table.get(kind, (0.0, 0.0))
+                total = sum(v[0] for v in table.values())
+                cells.append(f"{ms:9.2f} ms {100 * ms / total:5.1f} %" + (f" {g / ms * 1000:6.0f}" if g and ms else " " * 7))
+            print(f"{kind:<18}" + "".join(f"{c:>34}" for c in cells))
+        print(f"{'wall (best of 5)':<18}" + "".join(f"{wall:>31.2f} ms" for wall, _ in results))
+
+
 def best_seconds(fn, repeat: int = 5) -> float:
     fn()  # warm-up
     times = []
@@ -119,6 +198,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[""], help="only cases whose name contains one of these")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is shown")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", type=Path, nargs="*", default=None,
+                        help="per-op profile of --export-dir and of these export folders, side by side")
+    parser.add_argument("--no-cases", action="store_true", help="skip the per-case runs")
     args = parser.parse_args()
     cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if any(o in p.name for o in args.only))
     checkpoint = args.shared / "checkpoints" / args.checkpoint
@@ -128,7 +210,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp, "2DBox_empty_startup.npz")
         np.savez(empty, imgs=np.zeros((64, 64, 3), np.uint8), boxes=np.zeros((0, 4), np.int64))
-        cases = [empty, *cases]
+        cases = [] if args.no_cases else [empty, *cases]
         header = f"{'case':<54}{'wall':>7}" + "".join(f"{s:>12}" for s in STAGES) + f"{'other':>8}"
         print(header)
         print("-" * len(header), flush=True)
@@ -154,6 +236,8 @@ def main() -> int:
     print(f"fp32 matmul peak (OpenVINO, 2048^3): {peak:.0f} GFLOP/s")
     print(f"encoder pass: {gflop:.1f} GFLOP in {seconds * 1000:.0f} ms = {gflop / seconds:.0f} GFLOP/s, "
           f"{100 * gflop / seconds / peak:.0f} % of the matmul peak")
+    if args.profile is not None:
+        print_profiles(core, config, [args.export_dir, *args.profile])
     return 0
 
 

@@ -14,6 +14,7 @@ from medsam_lite.io.challenge import load_case
 from medsam_lite.cli import main
 from medsam_lite.engines import ExportError, create_engine
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
+from medsam_lite.engines.manifest import MANIFEST_FORMAT
 from medsam_lite.batch.int8 import export_int8_encoder
 from evaluation.fidelity import compare
 from medsam_lite.core.postprocess import foreground, masks_from_logits, upscale_logits
@@ -207,10 +208,10 @@ def test_export_of_an_older_format_is_refused(exports, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(exports("seeded"), old)
     manifest = json.loads((old / "manifest.json").read_text())
-    manifest["format"] = 1
+    manifest["format"] = MANIFEST_FORMAT - 1  # e.g. an export made before the decoder's attention form changed
     (old / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(main, ["check", "--export-dir", old, "--engine", "openvino"])
-    assert result.exit_code == 2 and "expected 3; re-run `medsam-lite export`" in result.stderr
+    assert result.exit_code == 2 and f"expected {MANIFEST_FORMAT}; re-run `medsam-lite export`" in result.stderr
 
 
 def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):

@@ -19,6 +19,9 @@ ov = import_openvino()
 
 # Boxes per decoder inference. Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box
 # and 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and 1568 MiB.
+# Again with the exported attention form (export format 4; 24 boxes on one slice, best of 3): 1 per call
+# 14.3 ms/box, 4 per call 12.9, all 24 15.7 (the format-3 graph in the same run: 19.2, 19.1, 21.7). One box per
+# call stays: the 10 % at 4 is within run-to-run spread here and a box's logits then never depend on its batch.
 DECODE_CHUNK = 1
 
 

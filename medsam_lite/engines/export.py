@@ -43,6 +43,7 @@ class ExportReport:
 def _wrappers(model):
     import torch
 
+    from medsam_lite.modeling.common import exported_form
     from medsam_lite.modeling.transformer import ImageProjections, PreparedImage
 
     class Encoder(torch.nn.Module):
@@ -71,7 +72,8 @@ def _wrappers(model):
                     boxes: torch.Tensor) -> torch.Tensor:
             key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)  # a constant
             image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
-            return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
+            with exported_form(self.model.mask_decoder):
+                return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
 
     class DecoderPrompts(torch.nn.Module):
         def __init__(self) -> None:
@@ -82,7 +84,8 @@ def _wrappers(model):
                     coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
             image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
-            return self.model.decode_prompts(image, coords, labels)
+            with exported_form(self.model.mask_decoder):
+                return self.model.decode_prompts(image, coords, labels)
 
     # torch.onnx.export restores the wrapper's mode afterwards: a new module is in training mode,
     # which would leave BatchNorm using batch statistics. All stay in eval mode.

@@ -1,8 +1,34 @@
 """Small building blocks shared by the LiteMedSAM parts."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
+
+
+class ExportForm:
+    """Mixin of the modules that have a second, exported form of their computation: the same sums in an order
+    OpenVINO runs faster (float rounding apart). ``export_form`` is False (SAM's form, what training and the
+    torch engine run) unless ``exported_form`` switches it on."""
+
+    export_form: bool = False
+
+
+@contextmanager
+def exported_form(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every ``ExportForm`` module inside ``module`` computes in its exported form (what
+    ``engines.export`` traces); restored afterwards, so that a model being trained keeps SAM's form."""
+    parts = [m for m in module.modules() if isinstance(m, ExportForm)]
+    before = [m.export_form for m in parts]
+    for m in parts:
+        m.export_form = True
+    try:
+        yield module
+    finally:
+        for m, state in zip(parts, before):
+            m.export_form = state
 
 
 class LayerNorm2d(nn.Module):

@@ -1,0 +1,71 @@
+"""The exported forms of the model (``modeling.common.exported_form``): what ``engines.export`` traces for
+OpenVINO computes SAM's sums in another order, never other sums, and the switch is scoped."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.core.preprocess import box_to_256, image_to_model_input
+from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.io.challenge import load_case
+from medsam_lite.modeling.common import ExportForm, exported_form
+
+from .conftest import ROOT, shared_case
+
+CHECKPOINTS = ["seeded", "demo", "random", "official"]  # all but seeded: the shared checkpoints
+
+
+def _inputs(model, case_path, n_boxes: int = 6):
+    """A real image's embedding and ``n_boxes`` boxes at 256 (its own boxes, shifted and shrunk)."""
+    case = load_case(case_path)
+    image, _ = image_to_model_input(case.image)
+    boxes = np.concatenate([case.boxes + [dx, dy, -dx, -dy] for dx, dy in [(0, 0), (5, 3), (-4, 8)]])[:n_boxes]
+    boxes = torch.as_tensor(box_to_256(boxes, case.image.shape[:2]), dtype=torch.float32)
+    with torch.no_grad():
+        return model.encode(torch.from_numpy(image)), boxes
+
+
+def _case(which: str):
+    if which == "seeded":
+        return ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz"
+    return shared_case("2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz")
+
+
+def _assert_rounding_only(exported: torch.Tensor, reference: torch.Tensor, what: str) -> None:
+    scale = max(float(reference.abs().max()), 1.0)
+    assert float((exported - reference).abs().max()) <= 2e-6 * scale, what
+    assert np.mean((exported > 0).numpy() == (reference > 0).numpy()) > 0.99999, what
+
+
+@pytest.mark.parametrize("which", CHECKPOINTS)
+def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, which):
+    """Block-diagonal heads and projections moved to the prompt side: box masks and the four point-prompt
+    masks with their IoU estimates, against SAM's form of the same model."""
+    model, _ = load_model(checkpoint_path(which))
+    embedding, boxes = _inputs(model, _case(which))
+    coords = torch.tensor([[[60.0, 70.0], [150.0, 40.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1.0, 0.0, -1.0]])
+    with torch.no_grad():
+        prepared = model.prepare_decoder(embedding)
+        sparse = model.prompt_encoder.embed_boxes(boxes)
+        reference = model.mask_decoder.predict_mask(prepared, sparse)
+        points_reference = model.decode_prompts(prepared, coords, labels)
+        with exported_form(model.mask_decoder):
+            exported = model.mask_decoder.predict_mask(prepared, sparse)
+            points = model.decode_prompts(prepared, coords, labels)
+    assert not torch.equal(exported, reference), "the exported form is another order of the sums"
+    _assert_rounding_only(exported, reference, "box logits")
+    _assert_rounding_only(points[0], points_reference[0], "point-prompt logits")
+    assert float((points[1] - points_reference[1]).abs().max()) <= 1e-5
+
+
+def test_exported_form_is_scoped_and_restored_after_an_error(checkpoint_path):
+    """Training and the torch engine keep SAM's form: the switch holds only inside the block, errors too."""
+    model, _ = load_model(checkpoint_path("seeded"))
+    parts = [m for m in model.modules() if isinstance(m, ExportForm)]
+    assert len(parts) == 2 * 3 + 1, "every Attention of the decoder: 2 layers x 3, and the final one"
+    with pytest.raises(RuntimeError), exported_form(model):
+        assert all(m.export_form for m in parts)
+        raise RuntimeError("traced graph failed")
+    assert not any(m.export_form for m in parts)
