@@ -68,28 +68,6 @@ def cpu_features() -> str:
     return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
-def model_gflop(model) -> float:
-    """2 x multiply-adds of the MatMul, Convolution and GroupConvolution ops of a static-shape OpenVINO model."""
-    total = 0
-    for op in model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind == "MatMul":
-            a, b = (list(op.input(i).get_shape()) for i in range(2))
-            attrs = op.get_attributes()
-            if attrs.get("transpose_a"):
-                a[-2:] = a[-1:-3:-1]
-            if attrs.get("transpose_b"):
-                b[-2:] = b[-1:-3:-1]
-            out = list(op.output(0).get_shape())
-            total += 2 * int(np.prod(out)) * a[-1]
-        elif kind in ("Convolution", "GroupConvolution"):
-            weights = list(op.input(1).get_shape())
-            out = list(op.output(0).get_shape())
-            per_output = int(np.prod(weights[-3:])) if kind == "Convolution" else int(np.prod(weights[-3:]))
-            total += 2 * int(np.prod(out)) * per_output
-    return total / 1e9
-
-
 def _op_gflop(model) -> dict[str, float]:
     """GFLOP of each MatMul / (Group)Convolution of a static-shape model, by its name."""
     flops = {}
@@ -106,14 +84,27 @@ def _op_gflop(model) -> dict[str, float]:
     return flops
 
 
+def model_gflop(model) -> float:
+    """2 x multiply-adds of the MatMul, Convolution and GroupConvolution ops of a static-shape OpenVINO model."""
+    return sum(_op_gflop(model).values())
+
+
 def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A fused node
-    (FullyConnected, a convolution with its bias) gets the FLOPs of the source ops in its name's scope."""
+    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A fused node gets
+    the FLOPs of the source ops it was made of (its ``originalLayersNames``, else the MatMul of its scope); a
+    node whose source ops cannot be told (an unnamed scope) counts none, so its type's GFLOP/s is a floor."""
     flops = _op_gflop(model)
-    by_scope: dict[str, float] = {}
-    for name, g in flops.items():
-        by_scope[name.rsplit("/", 1)[0]] = by_scope.get(name.rsplit("/", 1)[0], 0.0) + g
-    request = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
+    node_flops = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        sources = str(info["originalLayersNames"].astype(str)) if "originalLayersNames" in info else ""
+        name = op.get_friendly_name()
+        node_flops[name] = sum(flops.get(source, 0.0) for source in sources.split(","))
+        scope = name.rsplit("/", 1)[0]
+        if not node_flops[name] and scope:  # a linear layer fused into one node named after its bias Add
+            node_flops[name] = flops.get(scope + "/MatMul", 0.0)
+    request = compiled.create_infer_request()
     request.infer(inputs)
     best = None
     for _ in range(5):
@@ -124,13 +115,9 @@ def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[flo
             best = (wall, [(p.node_name, p.node_type, p.real_time.total_seconds()) for p in request.profiling_info])
     table: dict[str, tuple[float, float]] = {}
     for name, kind, seconds in best[1]:
-        if seconds <= 0:
-            continue
-        g = flops.get(name, 0.0)
-        if not g and kind in ("FullyConnected", "Convolution", "GroupConvolution", "MatMul"):
-            g = by_scope.get(name.rsplit("/", 1)[0], 0.0)
-        ms, total = table.get(kind, (0.0, 0.0))
-        table[kind] = (ms + seconds * 1000, total + g)
+        if seconds > 0:
+            ms, total = table.get(kind, (0.0, 0.0))
+            table[kind] = (ms + seconds * 1000, total + node_flops.get(name, 0.0))
     return best[0] * 1000, table
 
 
