@@ -160,8 +160,9 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
         to_image = self.cross_attn_token_to_image
         if projections is None:
-            attn_out = to_image(q=queries + query_pe, k=keys + key_pe, v=keys)
-            image_q = self.cross_attn_image_to_token.q_proj(keys + key_pe)
+            image_k = keys + key_pe
+            attn_out = to_image(q=queries + query_pe, k=image_k, v=keys)
+            image_q = self.cross_attn_image_to_token.q_proj(image_k)
         else:
             attn_out = to_image.attend(to_image.q_proj(queries + query_pe), projections.token_to_image_k,
                                        projections.token_to_image_v)
@@ -211,4 +212,3 @@ class TwoWayTransformer(nn.Module):
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_prepared(self.prepare(image_embedding, image_pe[:1]), point_embedding)
-
