@@ -90,17 +90,24 @@ def model_gflop(model) -> float:
 
 
 def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A fused node gets
-    the FLOPs of the source ops it was made of (its ``originalLayersNames``, else the MatMul of its scope); a
-    node whose source ops cannot be told (an unnamed scope) counts none, so its type's GFLOP/s is a floor."""
+    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A matmul,
+    convolution or fused-subgraph node gets the FLOPs of the source ops it was made of (its
+    ``originalLayersNames``, each counted once, else the MatMul of its scope); other nodes and nodes whose
+    source ops cannot be told (an unnamed scope) count none, so a type's GFLOP/s is a floor."""
     flops = _op_gflop(model)
     compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
-    node_flops = {}
+    node_flops: dict[str, float] = {}
+    counted: set[str] = set()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        sources = str(info["originalLayersNames"].astype(str)) if "originalLayersNames" in info else ""
+        kind = str(info["layerType"].astype(str)) if "layerType" in info else ""
+        if kind not in ("FullyConnected", "MatMul", "Convolution", "GroupConvolution", "Subgraph"):
+            continue
+        sources = set(str(info["originalLayersNames"].astype(str)).split(",")) if "originalLayersNames" in info else set()
+        sources = {source for source in sources if source in flops} - counted
+        counted |= sources
         name = op.get_friendly_name()
-        node_flops[name] = sum(flops.get(source, 0.0) for source in sources.split(","))
+        node_flops[name] = sum(flops[source] for source in sources)
         scope = name.rsplit("/", 1)[0]
         if not node_flops[name] and scope:  # a linear layer fused into one node named after its bias Add
             node_flops[name] = flops.get(scope + "/MatMul", 0.0)
@@ -139,14 +146,14 @@ def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
                 inputs = [np.array(prepared[i]) for i in range(len(DECODER_IMAGE_OUTPUTS))]
                 inputs.append(np.array([[40.0, 52.0, 180.0, 200.0]], np.float32))
             results.append(op_profile(core, config, model, inputs))
+        totals = [sum(ms for ms, _ in table.values()) for _, table in results]
         kinds = sorted({k for _, table in results for k in table}, key=lambda k: -max(t.get(k, (0, 0))[0] for _, t in results))
         print(f"\n{part} ({'encoder pass' if part == 'encoder' else 'one box'}): ms per op type, share, GFLOP/s")
         print(f"{'op type':<18}" + "".join(f"{d.name[-22:]:>34}" for d in export_dirs))
         for kind in kinds:
             cells = []
-            for _, table in results:
+            for (_, table), total in zip(results, totals):
                 ms, g = table.get(kind, (0.0, 0.0))
-                total = sum(v[0] for v in table.values())
                 cells.append(f"{ms:9.2f} ms {100 * ms / total:5.1f} %" + (f" {g / ms * 1000:6.0f}" if g and ms else " " * 7))
             print(f"{kind:<18}" + "".join(f"{c:>34}" for c in cells))
         print(f"{'wall (best of 5)':<18}" + "".join(f"{wall:>31.2f} ms" for wall, _ in results))

@@ -14,11 +14,15 @@ from .conftest import ROOT
 CHECKPOINTS = ["seeded", "demo", "random"]  # demo/random: the shared checkpoints (skipped without them)
 
 
-def _case_inputs(model):
-    """The test_demo 2D image and 8 boxes at 256: its two boxes, shifted and shrunk in a few ways."""
-    case = load_case(ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz")
+DEMO_CASE = ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz"
+
+
+def _case_inputs(model, case_path=DEMO_CASE, limit: int | None = None):
+    """A 2D case's embedding and its boxes at 256, shifted and shrunk in a few ways (the test_demo image: its two
+    boxes, 8 in all); the first ``limit`` of them if given."""
+    case = load_case(case_path)
     image, _ = image_to_model_input(case.image)
-    boxes = np.concatenate([case.boxes + [dx, dy, -dx, -dy] for dx, dy in [(0, 0), (5, 3), (-4, 8), (12, 1)]])
+    boxes = np.concatenate([case.boxes + [dx, dy, -dx, -dy] for dx, dy in [(0, 0), (5, 3), (-4, 8), (12, 1)]])[:limit]
     boxes = torch.as_tensor(box_to_256(boxes, case.image.shape[:2]), dtype=torch.float32)
     with torch.no_grad():
         return model.encode(torch.from_numpy(image)), boxes

@@ -6,29 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_lite.core.preprocess import box_to_256, image_to_model_input
 from medsam_lite.engines.checkpoint import load_model
-from medsam_lite.io.challenge import load_case
 from medsam_lite.modeling.common import ExportForm, exported_form
 
-from .conftest import ROOT, shared_case
+from .conftest import shared_case
+from .test_decoder_split import DEMO_CASE, _case_inputs
 
 CHECKPOINTS = ["seeded", "demo", "random", "official"]  # all but seeded: the shared checkpoints
 
 
-def _inputs(model, case_path, n_boxes: int = 6):
-    """A real image's embedding and ``n_boxes`` boxes at 256 (its own boxes, shifted and shrunk)."""
-    case = load_case(case_path)
-    image, _ = image_to_model_input(case.image)
-    boxes = np.concatenate([case.boxes + [dx, dy, -dx, -dy] for dx, dy in [(0, 0), (5, 3), (-4, 8)]])[:n_boxes]
-    boxes = torch.as_tensor(box_to_256(boxes, case.image.shape[:2]), dtype=torch.float32)
-    with torch.no_grad():
-        return model.encode(torch.from_numpy(image)), boxes
-
-
 def _case(which: str):
     if which == "seeded":
-        return ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz"
+        return DEMO_CASE
     return shared_case("2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz")
 
 
@@ -43,7 +32,7 @@ def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, wh
     """Block-diagonal heads and projections moved to the prompt side: box masks and the four point-prompt
     masks with their IoU estimates, against SAM's form of the same model."""
     model, _ = load_model(checkpoint_path(which))
-    embedding, boxes = _inputs(model, _case(which))
+    embedding, boxes = _case_inputs(model, _case(which), limit=6)
     coords = torch.tensor([[[60.0, 70.0], [150.0, 40.0], [0.0, 0.0]]])
     labels = torch.tensor([[1.0, 0.0, -1.0]])
     with torch.no_grad():

@@ -59,6 +59,14 @@ class Attention(ExportForm, nn.Module):
         heads = torch.arange(width, device=x.device) // (width // self.num_heads)
         return (heads == torch.arange(self.num_heads, device=x.device)[:, None]).to(x.dtype)[:, None, :]
 
+    def _spread(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, internal) -> (B, heads * N, internal): a copy per head, the other heads' channels zeroed."""
+        return (x.unsqueeze(1) * mask).flatten(1, 2)
+
+    def _own_heads(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, heads * N, internal) -> (B, N, internal): each head's rows keep their own channels, summed."""
+        return (x.unflatten(1, (self.num_heads, -1)) * mask).sum(1)
+
     def _attend_block_diagonal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``attend`` with the heads as block-diagonal matrices instead of a heads axis.
 
@@ -71,14 +79,13 @@ class Attention(ExportForm, nn.Module):
         mask = self._head_mask(q)
         scale = math.sqrt(q.shape[-1] // self.num_heads)
         if q.shape[1] >= k.shape[1]:  # image -> tokens: spread the keys and values over the heads
-            keys = (k.unsqueeze(1) * mask).flatten(1, 2)  # (B, heads * Nk, internal)
-            values = (v.unsqueeze(1) * mask).flatten(1, 2)
+            keys, values = self._spread(k, mask), self._spread(v, mask)  # (B, heads * Nk, internal)
             attn = (q @ keys.transpose(1, 2)) / scale  # (B, Nq, heads * Nk)
             attn = torch.softmax(attn.unflatten(-1, (self.num_heads, -1)), dim=-1).flatten(-2)
             return attn @ F.linear(values, self.out_proj.weight) + self.out_proj.bias
-        queries = (q.unsqueeze(1) * mask).flatten(1, 2)  # tokens -> image: (B, heads * Nq, internal)
+        queries = self._spread(q, mask)  # tokens -> image: (B, heads * Nq, internal)
         attn = torch.softmax((queries @ k.transpose(1, 2)) / scale, dim=-1)  # (B, heads * Nq, Nk)
-        return self.out_proj(((attn @ v).unflatten(1, (self.num_heads, -1)) * mask).sum(1))
+        return self.out_proj(self._own_heads(attn @ v, mask))
 
     def _tokens_to_image(self, q: torch.Tensor, image_k: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
         """Few projected queries (B, Nq, internal) against unprojected image inputs (B or 1, 4096, dim), the
@@ -87,14 +94,14 @@ class Attention(ExportForm, nn.Module):
         instead of 4096 image tokens twice. -> (B, Nq, dim)."""
         mask = self._head_mask(q)
         scale = math.sqrt(q.shape[-1] // self.num_heads)
-        queries = (q.unsqueeze(1) * mask).flatten(1, 2)  # (B, heads * Nq, internal)
+        queries = self._spread(q, mask)  # (B, heads * Nq, internal)
         # Scores as (4096, 56) x-side products, then laid out (56, 4096) for the softmax and the sum over the
         # image: OpenVINO runs this as plain matmuls (fused attention was 2 ms a layer instead of 0.6), and a
         # softmax over axis 1 followed by a transposed product tripled the logits' rounding error.
         scores = image_k @ (queries @ self.k_proj.weight).transpose(1, 2) + (queries @ self.k_proj.bias)[:, None, :]
         attn = torch.softmax(scores.transpose(1, 2) / scale, dim=-1)  # (B, heads * Nq, 4096)
         out = F.linear(attn @ image_v, self.v_proj.weight, self.v_proj.bias)  # (B, heads * Nq, internal)
-        return self.out_proj((out.unflatten(1, (self.num_heads, -1)) * mask).sum(1))
+        return self.out_proj(self._own_heads(out, mask))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
