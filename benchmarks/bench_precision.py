@@ -30,6 +30,7 @@ import numpy as np
 from evaluation.runner import evaluate_case, modality
 from medsam_lite.batch.runner import run_folder
 from medsam_lite.engines import create_engine
+from medsam_lite.engines.precision import fast_rule, meets_bar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -168,6 +169,7 @@ def main() -> None:
             print("| " + " | ".join(cells) + " |")
         print("\n| mode | encoder ms/pass | x f32 | case s (sum) | mean DSC | dDSC | mean NSD | dNSD | worst dDSC "
               "| cases < -0.01 | bar |\n|---|---|---|---|---|---|---|---|---|---|---|")
+        qualified: list[tuple[float, str]] = []
         f32_dsc = np.mean([v[0] for v in base["cases"].values()])
         f32_nsd = np.mean([v[1] for v in base["cases"].values()])
         for mode in modes:
@@ -176,10 +178,15 @@ def main() -> None:
             dsc = np.mean([v[0] for v in run["cases"].values()])
             nsd = np.mean([v[1] for v in run["cases"].values()])
             speed = base["encoder_ms"] / run["encoder_ms"]
-            meets = speed >= 2 and abs(dsc - f32_dsc) <= 0.005 and abs(nsd - f32_nsd) <= 0.005 and min(deltas) >= -0.03
+            meets = meets_bar(speed, dsc - f32_dsc, nsd - f32_nsd, min(deltas))
+            if meets and mode != "f32":
+                qualified.append((speed, mode))
             print(f"| {mode} | {run['encoder_ms']:.0f} | {speed:.2f} | {sum(v[2] for v in run['cases'].values()):.0f} "
                   f"| {dsc:.4f} | {dsc - f32_dsc:+.4f} | {nsd:.4f} | {nsd - f32_nsd:+.4f} | {min(deltas):+.4f} "
                   f"| {sum(d < -0.01 for d in deltas)} | {'-' if mode == 'f32' else ('meets' if meets else 'fails')} |")
+        rule, verdict = fast_rule(), max(qualified)[1] if qualified else "f32"
+        print(f"\n`--precision fast` on this CPU ({rule.kind}) runs {rule.mode}; this run's verdict: {verdict}"
+              + ("" if verdict == rule.mode else " -> update FAST_RULES in medsam_lite/engines/precision.py"))
         print("\n| modality | cases | f32 DSC | " + " | ".join(f"{m} dDSC" for m in modes[1:]) + " |\n|"
               + "---|" * (3 + len(modes) - 1))
         for name in sorted({modality(k[1]) for k in base["cases"]}):

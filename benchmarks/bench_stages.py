@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.engines.openvino_import import import_openvino
+from medsam_lite.engines.precision import cpu_flags, cpu_name
 
 
 def _bench_predict():
@@ -46,24 +46,9 @@ run_once, mode_args = _BENCH_PREDICT.run_once, _BENCH_PREDICT.mode_args
 STAGES = ("startup", "load", "preprocess", "encoder", "decoder", "postprocess", "write")
 
 
-def _cpuinfo(key: str) -> str | None:
-    """The first ``key`` line of /proc/cpuinfo (its value), or None."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
-
-
 def cpu_features() -> str:
     """The instruction sets that decide OpenVINO's kernels (AVX2 .. AMX) this CPU has."""
-    flags = set((_cpuinfo("flags") or "").split())
+    flags = cpu_flags()
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
     return " ".join(f for f in wanted if f in flags) or "no AVX2"
 

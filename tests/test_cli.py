@@ -44,7 +44,7 @@ def test_test_demo_end_to_end(tmp_path, checkpoint_path):
     first, second = rows.values()
     assert float(first["startup_s"]) > 0 and float(second["startup_s"]) == 0  # the process's, on its first case
     for row in rows.values():
-        assert row["model"] == "torch"
+        assert row["model"] == "torch" and row["precision"] == "f32"
         stages = {k: float(v) for k, v in row.items() if k.endswith("_s")}
         assert all(stages[f"{s}_s"] > 0 for s in ("load", "preprocess", "encoder", "decoder", "postprocess", "write"))
         assert sum(stages.values()) - stages["startup_s"] <= float(row["seconds"]) + 1e-3

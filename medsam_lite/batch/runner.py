@@ -20,7 +20,7 @@ from medsam_lite.pipeline.case import segment_case
 from medsam_lite.pipeline.segment import DEFAULT_CACHE_BYTES
 from medsam_lite.core.timing import STAGES, collect, stage
 
-TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model", *(f"{s}_s" for s in STAGES))
+TIMING_FIELDS = ("case", "seconds", "boxes", "slices_encoded", "model", "precision", *(f"{s}_s" for s in STAGES))
 
 
 @dataclass
@@ -35,6 +35,7 @@ class CaseResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     model: str = ""
+    precision: str = ""  # the mode that ran (f32, bf16, int8), "fast=" before it when --precision fast chose it
     notes: list[str] = field(default_factory=list)  # said once per run by the caller
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.core.timing.STAGES)
 
@@ -174,7 +175,7 @@ def run_folder(
             else:
                 label, case_engine = engine.name, engine
             result, writer = compute_case(case_engine, path, output_dir / path.name, overlay_dir, schedule)
-            result.model = label
+            result.model, result.precision = label, getattr(case_engine, "precision_label", "f32")
             if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
                 result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
             yield from writes.flush()  # the previous case, written meanwhile
@@ -212,8 +213,9 @@ class _Writes:
 
 
 def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]) -> None:
-    """``case,seconds,boxes,slices_encoded,model,startup_s,load_s,...,write_s`` for the cases that ran: the
-    official efficiency.csv's first columns, the model that segmented the case, and the seconds per stage
+    """``case,seconds,boxes,slices_encoded,model,precision,startup_s,load_s,...,write_s`` for the cases that ran:
+    the official efficiency.csv's first columns, the model that segmented the case and its precision
+    (``fast=f32``: ``--precision fast`` chose f32 on this CPU), and the seconds per stage
     (``startup_s``: the process's start-up, on the first case it ran; a model loaded for a case, on that case)."""
 
     def _write(handle) -> None:
@@ -222,7 +224,7 @@ def write_timing_csv(path: str | os.PathLike[str], results: Iterable[CaseResult]
         for r in results:
             if r.status == "ok":
                 stages = [f"{r.stages.get(name, 0.0):.4f}" for name in STAGES]
-                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model, *stages])
+                writer.writerow([r.case, f"{r.seconds:.4f}", r.boxes, r.slices_encoded, r.model, r.precision, *stages])
 
     write_with(path, _write, mode="w")
 

@@ -11,6 +11,7 @@ from medsam_lite.core.optional import MissingDependency
 from medsam_lite.core.timing import process_age
 from medsam_lite.engines.checkpoint import CheckpointError
 from medsam_lite.engines.manifest import ExportError
+from medsam_lite.engines.precision import CHOICES
 
 
 CLI_IMPORTED = time.perf_counter()
@@ -91,8 +92,10 @@ EXPORT_DIR_OPTION = click.option(
 
 
 PRECISION_OPTION = click.option(
-    "--precision", type=click.Choice(["f32", "bf16", "int8"]), default="f32", show_default=True,
-    help="OpenVINO only. bf16 and int8 are faster but approximate (not the official numbers).")
+    "--precision", type=click.Choice(list(CHOICES)), default="f32", show_default=True,
+    help="f32: exact. bf16, int8 (OpenVINO only): faster but approximate (not the official numbers). fast: the "
+         "fastest mode measured to keep accuracy on this kind of CPU (README, 'Precision modes'; f32 on every "
+         "kind measured so far); the log and the timing CSV say which ran.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -63,7 +63,7 @@ def _model_router(model_map: Path, engine: str, checkpoint: Path | None, export_
 @click.option("--save-overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a PNG overlay per case into this folder.")
 @click.option("--timing-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write case,seconds,boxes,slices_encoded,model and the seconds per stage (startup, load, "
+              help="Write case,seconds,boxes,slices_encoded,model,precision and the seconds per stage (startup, load, "
                    "preprocess, encoder, decoder, postprocess, write) for the cases run.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for inference [default: all]. Below the CPUs available, each case's files are "

@@ -11,6 +11,7 @@ from medsam_lite.engines.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, 
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.base import Engine
 from medsam_lite.engines.manifest import ExportError, check_matches, read_manifest
+from medsam_lite.engines.precision import resolve
 
 ENGINES = ("auto", "openvino", "torch")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -78,9 +79,20 @@ def create_engine(
     """
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    chosen = resolve(precision)
+    choice = _create(name, checkpoint, export_dir, precision, chosen.mode, threads, device, default_checkpoint,
+                     background, allow_fetch, say)
+    if chosen.note:
+        choice.notes.insert(0, chosen.note)
+    return choice
+
+
+def _create(name: str, checkpoint, export_dir, precision: str, mode: str, threads: int | None, device: str,
+            default_checkpoint: bool, background: bool, allow_fetch: bool, say) -> EngineChoice:
+    """``create_engine`` for ``precision`` as asked (``fast`` included), ``mode`` the one it runs."""
     folder = named_export_dir(export_dir)
     if folder is None:
-        return _from_store(name, checkpoint, precision, threads, device, background, allow_fetch, say)
+        return _from_store(name, checkpoint, precision, mode, threads, device, background, allow_fetch, say)
     manifest = read_manifest(folder) if name in ("auto", "openvino") else None
     if name == "openvino" and manifest is None:
         raise ExportError(f"no OpenVINO export in {folder}; run `medsam-lite export --checkpoint PATH --out {folder}` "
@@ -104,9 +116,9 @@ def create_engine(
         except BaseException:
             engine.wait()  # a stale export: its compilation is not left running
             raise
-        return _openvino_choice(engine, folder, precision, notes, manifest.checkpoint_sha256, background)
-    if precision != "f32":
-        raise ValueError("--precision bf16/int8 needs the OpenVINO engine (run `medsam-lite export` first)")
+        return _openvino_choice(engine, folder, notes, manifest.checkpoint_sha256, background)
+    if mode != "f32":
+        raise ValueError(f"--precision {mode} needs the OpenVINO engine (run `medsam-lite export` first)")
     if name == "torch":
         require_torch("The torch engine")
     else:
@@ -116,44 +128,43 @@ def create_engine(
     from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
-    return _torch_choice(path, checkpoint_sha256(path), device, threads)
+    return _torch_choice(path, checkpoint_sha256(path), device, threads, precision)
 
 
-def _from_store(name: str, checkpoint, precision: str, threads: int | None, device: str, background: bool,
-                allow_fetch: bool, say) -> EngineChoice:
+def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int | None, device: str,
+                background: bool, allow_fetch: bool, say) -> EngineChoice:
     """``create_engine`` with no export folder named: the weights found (or fetched), their store export."""
     from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     if name == "torch":
-        if precision != "f32":
-            raise ValueError("--precision bf16/int8 needs the OpenVINO engine")
+        if mode != "f32":
+            raise ValueError(f"--precision {mode} needs the OpenVINO engine")
         require_torch("The torch engine")
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
     digest = checkpoint_sha256(path)
     if name == "torch":
-        return _torch_choice(path, digest, device, threads)
+        return _torch_choice(path, digest, device, threads, precision)
     from medsam_lite.engines.openvino_engine import OpenVINOEngine
     from medsam_lite.engines.store import ensure_export
 
     folder = ensure_export(path, digest, say)
     notes = weights_note(path, digest)
     engine = OpenVINOEngine(folder, precision=precision, threads=threads, background=True)
-    return _openvino_choice(engine, folder, precision, notes, digest, background)
+    return _openvino_choice(engine, folder, notes, digest, background)
 
 
-def _openvino_choice(engine, folder: Path, precision: str, notes: list[str], digest: str,
-                     background: bool) -> EngineChoice:
-    if precision != "f32":
-        notes.append(f"--precision {precision} is approximate: masks may differ from the official fp32 model")
+def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, background: bool) -> EngineChoice:
+    if engine.precision != "f32":
+        notes.append(f"--precision {engine.precision} is approximate: masks may differ from the official fp32 model")
     if not background:
         engine.ready()
-    return EngineChoice(engine, f"openvino {precision} engine ({folder})", notes, digest)
+    return EngineChoice(engine, f"openvino {engine.precision_label} engine ({folder})", notes, digest)
 
 
-def _torch_choice(path: Path, digest: str, device: str, threads: int | None) -> EngineChoice:
+def _torch_choice(path: Path, digest: str, device: str, threads: int | None, precision: str = "f32") -> EngineChoice:
     from medsam_lite.engines.torch_engine import TorchEngine
 
-    engine = TorchEngine(path, device=device, threads=threads)
+    engine = TorchEngine(path, device=device, threads=threads, precision=precision)
     notes = weights_note(path, digest) + [f"checkpoint {path}: {n}" for n in engine.notes]
     return EngineChoice(engine, f"torch engine ({path})", notes, digest)
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.engines.precision import resolve
 from medsam_lite.core.timing import stage
 
 # Boxes per decoder run. Measured on 33 boxes of one 2D image (2 cores): one at a time 1.8 s, all 33 in
@@ -22,7 +23,12 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, checkpoint: str | os.PathLike[str], device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, checkpoint: str | os.PathLike[str], device: str = "cpu", threads: int | None = None,
+                 precision: str = "f32") -> None:
+        chosen = resolve(precision)
+        if chosen.mode != "f32":
+            raise ValueError(f"--precision {chosen.mode} needs the OpenVINO engine")
+        self.precision, self.precision_label = chosen.mode, chosen.label  # f32; "fast=f32" where fast chose it
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)

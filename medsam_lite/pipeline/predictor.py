@@ -24,7 +24,8 @@ class Predictor:
     ``checkpoint``: None finds the weights as the CLI does (``$MEDSAM_LITE_CHECKPOINT``, the checkout's, the
     cached official ones, else fetched once unless ``offline``). ``engine``: ``auto`` (OpenVINO on the export of
     those weights, made once where there is none), ``openvino`` or ``torch``. ``precision``: ``f32`` (exact),
-    ``bf16`` or ``int8`` (OpenVINO, approximate). ``export_dir``: an export folder to use as it is."""
+    ``bf16`` or ``int8`` (OpenVINO, approximate), ``fast`` (what ``medsam_lite.engines.precision`` measured to
+    keep accuracy on this CPU; ``predictor.engine.precision_label`` says which ran). ``export_dir``: an export folder to use as it is."""
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, engine: str = "auto", precision: str = "f32",
                  export_dir: str | os.PathLike[str] | None = None, threads: int | None = None, offline: bool = False,

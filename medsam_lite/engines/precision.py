@@ -1,0 +1,109 @@
+"""Precision modes and what ``--precision fast`` runs on this CPU. ``f32`` is exact (the official numbers);
+``bf16`` (OpenVINO's inference precision hint) and ``int8`` (the export's NNCF encoder) are approximate. ``fast``
+is the fastest mode measured to meet the accuracy bar below on this kind of CPU (official weights, every
+labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``). The kind is told by the
+instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode
+meets the bar on any kind measured, so ``fast`` runs f32 everywhere and says why in the log and the timing CSV.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("f32", "bf16", "int8")
+CHOICES = (*MODES, "fast")
+
+# The bar a mode must meet to be `fast` (the issue that introduced the modes): the encoder at least 2x the fp32
+# pass on the same machine; mean DSC and mean NSD each within 0.005 of fp32; no case more than 0.03 below fp32.
+MIN_SPEEDUP = 2.0
+MAX_MEAN_CHANGE = 0.005
+MAX_CASE_LOSS = 0.03
+
+
+def meets_bar(speedup: float, mean_dsc_change: float, mean_nsd_change: float, worst_dsc_change: float) -> bool:
+    """Whether a mode measured against fp32 on the same cases and machine qualifies for ``fast``."""
+    return (speedup >= MIN_SPEEDUP and abs(mean_dsc_change) <= MAX_MEAN_CHANGE
+            and abs(mean_nsd_change) <= MAX_MEAN_CHANGE and worst_dsc_change >= -MAX_CASE_LOSS)
+
+
+@dataclass(frozen=True)
+class FastRule:
+    """What ``fast`` runs on one kind of CPU, and the measurement that decided it."""
+
+    kind: str  # the kind, as the log names it
+    needs: frozenset[str]  # /proc/cpuinfo flags a CPU must have to be of this kind
+    mode: str  # the mode `fast` runs there (one of MODES)
+    measured: str  # why: the numbers (official weights, real labelled cases) behind the choice
+
+
+# Most specific kind first. bf16 and int8 only pay where the CPU has units for them (without avx512_bf16
+# OpenVINO runs a bf16 hint in f32), and their accuracy cost is the model's own, not the CPU's.
+FAST_RULES = (
+    FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
+             "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases: bf16 x2.57 but mean DSC -0.0133, worst case "
+             "-0.276; int8 x2.11 but mean DSC -0.0070, worst -0.108; NNCF accuracy-aware int8 stalls at -0.007 "
+             "and x1.45"),
+    FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
+             "2-core AMD EPYC, OpenVINO, 27 labelled 2D cases: bf16 x1.66, mean DSC -0.011, NSD -0.017, fundus "
+             "0.41 -> 0.11"),
+    FastRule("other (no bf16 units)", frozenset(), "f32",
+             "not measured on this kind; bf16 has no units here and int8 loses accuracy on every CPU measured "
+             "(mean DSC -0.0070, worst case -0.108)"),
+)
+
+
+def _cpuinfo(key: str, text: str | None = None) -> str | None:
+    """The first ``key : value`` of /proc/cpuinfo (or ``text``); None where there is none (not Linux)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags of this CPU (of ``cpuinfo``, a /proc/cpuinfo text); empty where unknown."""
+    return frozenset((_cpuinfo("flags", cpuinfo) or "").split())
+
+
+def fast_rule(flags: frozenset[str] | None = None) -> FastRule:
+    """The rule for this CPU (``flags``: its instruction sets, read from /proc/cpuinfo when None)."""
+    flags = cpu_flags() if flags is None else flags
+    return next(rule for rule in FAST_RULES if rule.needs <= flags)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A ``--precision`` as asked and the mode that runs."""
+
+    asked: str  # one of CHOICES
+    mode: str  # one of MODES
+    note: str = ""  # the log's line on how `fast` was resolved ("" when a mode was named)
+
+    @property
+    def label(self) -> str:
+        """The timing CSV's ``precision``: the mode, and ``fast=`` before it when fast chose it."""
+        return f"fast={self.mode}" if self.asked == "fast" else self.mode
+
+
+def resolve(asked: str, flags: frozenset[str] | None = None) -> Precision:
+    """``asked`` (a mode or ``fast``) -> the mode to run on this CPU (``flags``: its instruction sets)."""
+    if asked not in CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(CHOICES)}, got {asked!r}")
+    if asked != "fast":
+        return Precision(asked, asked)
+    rule = fast_rule(flags)
+    why = ("the fastest mode that meets the accuracy bar" if rule.mode != "f32"
+           else "no faster mode meets the accuracy bar")
+    return Precision(asked, rule.mode, f"--precision fast runs {rule.mode} on this CPU ({rule.kind}): {why} "
+                                       f"({rule.measured}; README, 'Precision modes')")

@@ -1,0 +1,100 @@
+"""``--precision fast``: the CPU's kind read from its flags, the measured rule for that kind, the accuracy bar,
+and the chosen mode really running (engine, log, timing CSV, the masks of the mode it names)."""
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medsam_lite.cli import main
+from medsam_lite.engines import precision
+from medsam_lite.engines.precision import FastRule, cpu_flags, fast_rule, meets_bar, resolve
+
+from .conftest import ROOT
+
+DEMO = ROOT / "test_demo"
+
+XEON_AMX = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+            "flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+EPYC_BF16 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16\n"
+LAPTOP = "processor\t: 0\nmodel name\t: Intel(R) Core(TM) i5\nflags\t\t: fpu sse4_2 avx2 fma\n"
+
+
+def test_the_cpu_kind_comes_from_its_flags():
+    assert fast_rule(cpu_flags(XEON_AMX)).kind.startswith("AMX")
+    assert fast_rule(cpu_flags(EPYC_BF16)).kind.startswith("AVX512-BF16")
+    assert fast_rule(cpu_flags(LAPTOP)).kind.startswith("other")
+    assert cpu_flags("model name\t: no flags line\n") == frozenset()
+    assert fast_rule(frozenset()).kind.startswith("other")  # not Linux: an unknown kind gets the exact mode
+
+
+@pytest.mark.parametrize("cpuinfo", [XEON_AMX, EPYC_BF16, LAPTOP])
+def test_fast_runs_f32_where_no_mode_met_the_bar(cpuinfo):
+    """The measured verdict on every kind so far (README, 'Precision modes'): no approximate mode keeps mean DSC
+    within 0.005 and every case within 0.03 of fp32, so `fast` is the exact mode and says why."""
+    chosen = resolve("fast", cpu_flags(cpuinfo))
+    assert (chosen.mode, chosen.label) == ("f32", "fast=f32")
+    assert "no faster mode meets the accuracy bar" in chosen.note and fast_rule(cpu_flags(cpuinfo)).kind in chosen.note
+
+
+def test_named_modes_are_run_as_named():
+    for mode in ("f32", "bf16", "int8"):
+        assert resolve(mode) == precision.Precision(mode, mode) and resolve(mode).label == mode
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16, int8, fast"):
+        resolve("fp16")
+
+
+def test_the_bar_rejects_the_measured_modes_and_takes_one_that_meets_it():
+    # (encoder speed-up, mean DSC change, mean NSD change, worst case) as measured on the official weights
+    assert not meets_bar(2.57, -0.0133, -0.0140, -0.2760)  # bf16, Xeon with AMX
+    assert not meets_bar(2.11, -0.0070, -0.0038, -0.1078)  # int8 PTQ calibrated on the cases themselves
+    assert not meets_bar(1.45, -0.0066, -0.0050, -0.05)  # NNCF accuracy-aware int8
+    assert not meets_bar(1.66, -0.011, -0.017, -0.30)  # bf16, AMD EPYC with AVX512-BF16
+    assert meets_bar(2.0, -0.005, 0.005, -0.03)  # on the bar itself
+    assert not meets_bar(1.99, 0, 0, 0) and not meets_bar(3, 0.0051, 0, 0) and not meets_bar(3, 0, 0, -0.031)
+
+
+def test_fast_in_predict_is_said_and_written_and_gives_its_modes_masks(tmp_path, exports, checkpoint_path):
+    chosen = resolve("fast")
+    runs = {}
+    for asked, engine in (("fast", "openvino"), (chosen.mode, "openvino"), ("fast", "torch")):
+        out, timing = tmp_path / f"{asked}-{engine}", tmp_path / f"{asked}-{engine}.csv"
+        args = ["predict", "-i", DEMO / "imgs", "-o", out, "--checkpoint", checkpoint_path("seeded"), "--engine",
+                engine, "--precision", asked, "--timing-csv", timing]
+        if engine == "openvino":
+            args += ["--export-dir", exports("seeded")]
+        result = CliRunner().invoke(main, args)
+        if engine == "torch" and chosen.mode != "f32":
+            assert result.exit_code == 2 and "needs the OpenVINO engine" in result.stderr
+            continue
+        assert result.exit_code == 0, result.stderr
+        assert ("--precision fast runs" in result.stderr) == (asked == "fast")
+        with open(timing) as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 2 and {r["precision"] for r in rows} == {resolve(asked).label}
+        runs[asked, engine] = {p.name: np.load(p)["segs"] for p in sorted(out.glob("*.npz"))}
+    fast, named = runs["fast", "openvino"], runs[chosen.mode, "openvino"]
+    assert fast.keys() == named.keys() and len(fast) == 2
+    assert all(np.array_equal(fast[k], named[k]) for k in fast)  # the mode it names, bit for bit
+
+
+def test_a_rule_naming_bf16_runs_bf16(monkeypatch, exports, tmp_path):
+    """Were bf16 ever measured to meet the bar, `fast` would run the bf16 engine: same embedding as bf16 named."""
+    from medsam_lite.engines.openvino_engine import OpenVINOEngine
+    from medsam_lite.core.preprocess import image_to_model_input
+    from medsam_lite.io.challenge import load_case
+
+    monkeypatch.setattr(precision, "FAST_RULES", (FastRule("every CPU", frozenset(), "bf16", "a test's rule"),))
+    image = image_to_model_input(load_case(DEMO / "imgs/2DBox_Synthetic_ellipses.npz").image)[0]
+    export = tmp_path / "export"  # a bf16 model cache of its own, beside no other test's
+    shutil.copytree(exports("seeded"), export)
+    fast = OpenVINOEngine(export, precision="fast")
+    named = OpenVINOEngine(export, precision="bf16")
+    assert (fast.precision, fast.precision_label) == ("bf16", "fast=bf16")
+    assert np.array_equal(np.asarray(fast.encode(image)), np.asarray(named.encode(image)))
+    if "avx512_bf16" in cpu_flags():  # with bf16 units the hint really changes the arithmetic
+        exact = OpenVINOEngine(export)
+        assert not np.array_equal(np.asarray(fast.encode(image)), np.asarray(exact.encode(image)))
