@@ -38,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medsam_lite.engines.precision import cpu_name
+
 XRAY = "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz"
 CT = "3DBox_CT_Lesion_000001_02_01_008-023.npz"
 RSS_MARGIN_MB = 700  # model, libraries and request buffers above the embedding cache
@@ -310,8 +312,7 @@ def main() -> int:
     store = Path(tempfile.mkdtemp(prefix="bench-serve-store-"))
     server = start_server(args, port, store)
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-        print(f"CPU: {cpu}, {os.cpu_count()} cores; {args.clients} clients for {args.seconds:.0f} s; "
+        print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.clients} clients for {args.seconds:.0f} s; "
               f"--cache-mb {args.cache_mb}")
         quiet = quiet_run(port, xray)
         print(f"\none client alone (server-side, {len(quiet['cached'])} each): cached 2D box prompt on the 1024x1024 "
