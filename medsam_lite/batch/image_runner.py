@@ -124,5 +124,5 @@ def run_images(engine: Engine, paths: Iterable[Path], output_dir: Path, options:
             yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
             continue
         result = run_image(engine, path, output_dir, options, overlay_dir)
-        result.model, result.precision = engine.name, getattr(engine, "precision_label", "f32")
+        result.model, result.precision = engine.name, engine.precision_label
         yield result

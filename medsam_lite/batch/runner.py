@@ -175,7 +175,7 @@ def run_folder(
             else:
                 label, case_engine = engine.name, engine
             result, writer = compute_case(case_engine, path, output_dir / path.name, overlay_dir, schedule)
-            result.model, result.precision = label, getattr(case_engine, "precision_label", "f32")
+            result.model, result.precision = label, case_engine.precision_label
             if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
                 result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
             yield from writes.flush()  # the previous case, written meanwhile

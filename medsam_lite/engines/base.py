@@ -17,6 +17,7 @@ class Engine(Protocol):
 
     name: str
     encoder_passes: int
+    precision_label: str  # the mode that runs (f32, bf16, int8), "fast=" before it when --precision fast chose it
 
     def ready(self) -> None: ...
 

@@ -52,7 +52,7 @@ async def info(request: Request) -> Info:
     service = _service(request)
     cache, store = service.predictor.cache, service.store
     return Info(version=VERSION, engine=service.choice.engine.name,
-                precision=getattr(service.choice.engine, "precision_label", "f32"), model_sha256=service.model_sha256,
+                precision=service.choice.engine.precision_label, model_sha256=service.model_sha256,
                 model=service.choice.description,
                 cache={"bytes": cache.nbytes, "capacity": cache.capacity, "slices": len(cache), "hits": cache.hits,
                        "misses": cache.misses},
