@@ -52,7 +52,8 @@ def _wrappers(model):
             self.model = model
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return self.model.encode(image)
+            with exported_form(self.model.image_encoder):
+                return self.model.encode(image)
 
     class DecoderImage(torch.nn.Module):
         def __init__(self) -> None:

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 4  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
-# 4: the decoder attention's exported form (modeling.common.exported_form)
+MANIFEST_FORMAT = 5  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
+# 4: the decoder attention's exported form (modeling.common.exported_form); 5: the encoder's first stage in
+# strips of rows (modeling.row_strips)
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsam_lite.modeling.common import LayerNorm2d
+from medsam_lite.modeling.common import ExportForm, LayerNorm2d
+from medsam_lite.modeling.row_strips import first_stage_in_strips
 
 
 class ConvBN(nn.Sequential):
@@ -207,8 +208,10 @@ class AttentionStage(nn.Module):
         return self.downsample(x) if self.downsample is not None else x
 
 
-class TinyViT(nn.Module):
-    """LiteMedSAM's image encoder: (B, 3, 256, 256) float in [0, 1] -> (B, 256, 64, 64)."""
+class TinyViT(ExportForm, nn.Module):
+    """LiteMedSAM's image encoder: (B, 3, 256, 256) float in [0, 1] -> (B, 256, 64, 64).
+
+    Exported form: the first stage in strips of rows (``modeling.row_strips``), the same sums."""
 
     def __init__(
         self,
@@ -247,8 +250,11 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        for stage in self.layers:
+        if self.export_form:
+            x = first_stage_in_strips(self.patch_embed, self.layers[0], x)
+        else:
+            x = self.layers[0](self.patch_embed(x))
+        for stage in self.layers[1:]:
             x = stage(x)
         b, _, c = x.shape
         g = self.embedding_grid

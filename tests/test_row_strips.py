@@ -1,0 +1,90 @@
+"""The encoder's first stage in strips of rows (``modeling.row_strips``, TinyViT's exported form): the same sums
+as the whole stage, so OpenVINO gives the exported embedding bit for bit and torch within rounding."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.core.preprocess import image_to_model_input
+from medsam_lite.engines.checkpoint import load_model
+from medsam_lite.engines.manifest import MODEL_FILES
+from medsam_lite.io.challenge import load_case
+from medsam_lite.modeling.common import exported_form
+from medsam_lite.modeling.row_strips import first_stage_in_strips
+
+from .conftest import shared_case
+
+
+def _images(which: str) -> list[np.ndarray]:
+    """A random image and a real one (a synthetic picture for the seeded checkpoint): (1, 3, 256, 256)."""
+    rng = np.random.default_rng(3)
+    if which == "seeded":
+        yy, xx = np.mgrid[:300, :420]
+        picture = (((xx - 200) ** 2 + (yy - 140) ** 2 < 90**2) * 160 + rng.integers(0, 60, (300, 420))).astype(np.uint8)
+    else:
+        picture = load_case(shared_case("2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz")).image
+    return [rng.random((1, 3, 256, 256), dtype=np.float32), image_to_model_input(picture)[0]]
+
+
+@pytest.mark.parametrize("which", ["seeded", "official"])
+def test_exported_encoder_equals_the_whole_first_stage_bit_for_bit(exports, checkpoint_path, tmp_path, which):
+    """The export (strips) against the same encoder converted with its first stage whole, both in OpenVINO."""
+    from medsam_lite.engines.openvino_engine import compile_config
+    from medsam_lite.engines.openvino_import import import_converter, import_openvino
+
+    convert, ov = import_converter(), import_openvino()
+    model, _ = load_model(checkpoint_path(which))
+    images = _images(which)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.image_encoder, (torch.from_numpy(images[0]),), tmp_path / "whole.onnx",
+                          opset_version=17, dynamo=False)
+    core = ov.Core()
+    config = compile_config("f32", None)
+    whole_model, strips_model = convert(tmp_path / "whole.onnx"), core.read_model(exports(which) / MODEL_FILES["encoder"])
+    convolutions = [sum(op.get_type_name() == "Convolution" for op in m.get_ops()) for m in (whole_model, strips_model)]
+    assert convolutions[1] > convolutions[0], "the export holds the first stage in strips"
+    whole, strips = (core.compile_model(m, "CPU", config) for m in (whole_model, strips_model))
+    for image in images:
+        expected, got = whole(image)[0], strips(image)[0]
+        assert got.shape == (1, 256, 64, 64)
+        assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"
+
+
+@pytest.mark.parametrize("rows", [32, 64, 128])
+def test_strips_differ_from_the_whole_stage_by_rounding_only_in_torch(checkpoint_path, rows):
+    """Any strip height that tiles the grid: the tokens after the first stage, within float rounding."""
+    model, _ = load_model(checkpoint_path("seeded"))
+    encoder = model.image_encoder
+    image = torch.from_numpy(_images("seeded")[1])
+    with torch.no_grad():
+        whole = encoder.layers[0](encoder.patch_embed(image))
+        strips = first_stage_in_strips(encoder.patch_embed, encoder.layers[0], image, strip_rows=rows)
+    assert strips.shape == whole.shape == (1, 128 * 128, 128)
+    assert not torch.equal(strips, whole), "torch's convolutions round strips differently"
+    assert float((strips - whole).abs().max()) <= 1e-5 * max(float(whole.abs().max()), 1.0)
+
+
+def test_strips_that_do_not_tile_the_grid_fall_back_to_the_whole_stage(checkpoint_path):
+    model, _ = load_model(checkpoint_path("seeded"))
+    encoder = model.image_encoder
+    image = torch.from_numpy(_images("seeded")[0])
+    with torch.no_grad():
+        whole = encoder.layers[0](encoder.patch_embed(image))
+        assert torch.equal(first_stage_in_strips(encoder.patch_embed, encoder.layers[0], image, strip_rows=96), whole)
+
+
+def test_the_encoders_exported_form_is_switched_on_only_in_the_block(checkpoint_path):
+    """Training and the torch engine run the whole stage: the embedding outside the block is the plain one."""
+    model, _ = load_model(checkpoint_path("seeded"))
+    image = torch.from_numpy(_images("seeded")[1])
+    with torch.no_grad():
+        plain = model.encode(image)
+        with exported_form(model.image_encoder):
+            exported = model.encode(image)
+        again = model.encode(image)
+    assert torch.equal(plain, again) and not torch.equal(plain, exported)
+    assert float((plain - exported).abs().max()) <= 1e-5 * max(float(plain.abs().max()), 1.0)
