@@ -77,8 +77,9 @@ class BoxDecoder:
         streams = self._streams() if len(boxes) >= MIN_SIDE_BY_SIDE and self.decoded >= STREAMS_AFTER else []
         self.decoded += len(boxes)
         paired = len(boxes) - len(boxes) % len(streams) if len(streams) > 1 else 0
+        image_tensors = self.prepared(embedding)
         for request in [self._decode_request, *(streams if paired else [])]:
-            for i, tensor in enumerate(self.prepared(embedding)):
+            for i, tensor in enumerate(image_tensors):
                 request.set_input_tensor(i, tensor)
         for start in range(0, paired, len(streams) or 1):
             group = list(enumerate(streams, start))
