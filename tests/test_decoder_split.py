@@ -9,7 +9,7 @@ from medsam_lite.io.challenge import load_case
 from medsam_lite.engines.checkpoint import load_model
 from medsam_lite.core.preprocess import box_to_256, image_to_model_input
 
-from .conftest import ROOT
+from .conftest import ROOT, shared_case
 
 CHECKPOINTS = ["seeded", "demo", "random"]  # demo/random: the shared checkpoints (skipped without them)
 
@@ -63,3 +63,27 @@ def test_export_form_of_the_mask_differs_by_rounding_only(checkpoint_path, which
     scale = float(reference.abs().max())
     assert float((exported - reference).abs().max()) <= 1e-5 * max(scale, 1.0), which
     assert np.mean((exported > 0).numpy() == (reference > 0).numpy()) > 0.9999
+
+
+@pytest.mark.parametrize("which", ["seeded", "official"])
+def test_exported_upscaling_in_strips_equals_the_whole_bit_for_bit(checkpoint_path, monkeypatch, which):
+    """The box part with its upscaling on strips of image tokens (``mask_decoder.UPSCALE_ROWS``) against the same
+    part converted with the upscaling whole, both in OpenVINO: each token's 16 pixels are the same sums."""
+    from medsam_lite.engines.box_decoder import compile_box_decoder, decoder_models
+    from medsam_lite.engines.openvino_engine import compile_config
+    from medsam_lite.modeling import mask_decoder
+
+    model, _ = load_model(checkpoint_path(which))
+    case = DEMO_CASE if which == "seeded" else shared_case("2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz")
+    embedding, boxes = _case_inputs(model, case, limit=6)
+    config = compile_config("f32", None)
+    assert 4096 % mask_decoder.UPSCALE_ROWS == 0 and mask_decoder.UPSCALE_ROWS < 4096
+    strips_models = decoder_models(model)
+    monkeypatch.setattr(mask_decoder, "UPSCALE_ROWS", 4096)
+    whole_models = decoder_models(model)
+    matmuls = [sum(op.get_type_name() == "MatMul" for op in box.get_ops()) for _, box in (whole_models, strips_models)]
+    assert matmuls[1] > matmuls[0], "the box part holds the upscaling in strips"
+    whole, strips = compile_box_decoder(*whole_models, config), compile_box_decoder(*strips_models, config)
+    expected, got = whole.logits(embedding.numpy(), boxes.numpy()), strips.logits(embedding.numpy(), boxes.numpy())
+    assert got.shape == (6, 256, 256) and (got > 0).any() and (got < 0).any()
+    assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"

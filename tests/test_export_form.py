@@ -29,8 +29,9 @@ def _assert_rounding_only(exported: torch.Tensor, reference: torch.Tensor, what:
 
 @pytest.mark.parametrize("which", CHECKPOINTS)
 def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, which):
-    """Block-diagonal heads and projections moved to the prompt side: box masks and the four point-prompt
-    masks with their IoU estimates, against SAM's form of the same model."""
+    """Block-diagonal heads, projections moved to the prompt side and the final attention for the one token a
+    box's mask reads: box masks and the four point-prompt masks with their IoU estimates, against SAM's form of
+    the same model."""
     model, _ = load_model(checkpoint_path(which))
     embedding, boxes = _case_inputs(model, _case(which), limit=6)
     coords = torch.tensor([[[60.0, 70.0], [150.0, 40.0], [0.0, 0.0]]])
@@ -38,7 +39,7 @@ def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, wh
     with torch.no_grad():
         prepared = model.prepare_decoder(embedding)
         sparse = model.prompt_encoder.embed_boxes(boxes)
-        reference = model.mask_decoder.predict_mask(prepared, sparse)
+        reference, _ = model.mask_decoder.predict(prepared, sparse)  # SAM's own sums, all seven tokens
         points_reference = model.decode_prompts(prepared, coords, labels)
         with exported_form(model.mask_decoder):
             exported = model.mask_decoder.predict_mask(prepared, sparse)

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 6  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
+MANIFEST_FORMAT = 7  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
 # 4: the decoder attention's exported form (modeling.common.exported_form); 5: the encoder's first stage in
-# strips of rows (modeling.row_strips); 6: the second layer's image -> token query projection on the key side
+# strips of rows (modeling.row_strips); 6: the second layer's image -> token query projection on the key side;
+# 7: the final attention for the one token a box's mask reads, the upscaling on strips of image tokens
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",

@@ -223,14 +223,20 @@ class TwoWayTransformer(nn.Module):
         return PreparedImage(keys, key_pe, self.layers[0].image_projections(keys, key_pe))
 
     def forward_prepared(
-        self, image: PreparedImage, point_embedding: torch.Tensor
+        self, image: PreparedImage, point_embedding: torch.Tensor, final_tokens: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt tokens (B, N, C) against a prepared image -> tokens (B, N, C), image tokens (B, h*w, C)."""
+        """Prompt tokens (B, N, C) against a prepared image -> tokens (B, N, C), image tokens (B, h*w, C).
+
+        ``final_tokens``: the tokens that go through the final token -> image attention and are returned (the
+        others are not wanted). Each query row of that attention is its own softmax and sum, so leaving rows
+        out changes nothing in the rows kept; one box's mask needs 1 of the 7 (format 7).
+        """
         keys, key_pe = image.keys, image.key_pe
         queries = point_embedding
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, key_pe, image.first_layer if i == 0 else None)
-        q, k = queries + point_embedding, keys + key_pe
+        queries, query_pe = queries[:, final_tokens], point_embedding[:, final_tokens]
+        q, k = queries + query_pe, keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
         return queries, keys
 
