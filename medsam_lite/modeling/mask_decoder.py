@@ -113,25 +113,25 @@ class MaskDecoder(nn.Module):
         strips of UPSCALE_ROWS image tokens (each token's 16 pixels are its own sums: bit-identical in OpenVINO).
         """
         hs, src = self._transformer(image, sparse_prompt_embeddings, final_tokens=slice(1, 2))
-        hyper = self.output_hypernetworks_mlps[0](hs[:, 0, :])  # (B, 32)
-        b, n, _ = src.shape
-        logits = torch.cat([self._upscaled_per_pixel(part) @ hyper[:, :, None]  # (B, rows * 16, 1) each
-                            for part in src.split(UPSCALE_ROWS, dim=1)], dim=1)
-        side = math.isqrt(n)
-        # (token row, token col, i, j, i2, j2) -> pixel (4 * row + 2 * i + i2, 4 * col + 2 * j + j2)
-        grid = logits.view(b, side, side, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
-        return grid.reshape(b, 1, 4 * side, 4 * side)
+        return self._masks_per_pixel(src, self.output_hypernetworks_mlps[0](hs[:, 0, :])[:, :, None])
 
     def predict_all_masks(self, image: PreparedImage, sparse_prompt_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt tokens (B, K, 256) -> logits of all four mask tokens (B, 4, 256, 256) and their IoU estimates
         (B, 4), in ``predict_mask``'s per-pixel form. SAM's ``multimask_output`` takes masks 1..3, else mask 0."""
         hs, src = self._transformer(image, sparse_prompt_embeddings)
         hyper = torch.stack([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=-1)
+        return self._masks_per_pixel(src, hyper), self.iou_prediction_head(hs[:, 0, :])
+
+    def _masks_per_pixel(self, src: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, n, 256) and hypernetwork outputs (B, 32, K) -> logits (B, K, 4 sqrt(n), 4 sqrt(n)): the
+        upscaling on strips of UPSCALE_ROWS tokens, its product with the hypernetwork outputs taken per pixel
+        before the grid is laid out."""
+        logits = torch.cat([self._upscaled_per_pixel(part) @ hyper for part in src.split(UPSCALE_ROWS, dim=1)], dim=1)
         b, n, _ = src.shape
-        logits = self._upscaled_per_pixel(src) @ hyper  # (B, n * 16, 4)
         side = math.isqrt(n)
+        # (token row, token col, i, j, i2, j2, mask) -> pixel (4 * row + 2 * i + i2, 4 * col + 2 * j + j2) of each mask
         grid = logits.view(b, side, side, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return grid.reshape(b, -1, 4 * side, 4 * side), self.iou_prediction_head(hs[:, 0, :])
+        return grid.reshape(b, -1, 4 * side, 4 * side)
 
     def _upscaled_per_pixel(self, src: torch.Tensor) -> torch.Tensor:
         """Image tokens (B, n, 256) -> upscaled features (B, n * 16, 32): the 4x4 output pixels of each token."""
