@@ -8,7 +8,8 @@ grid's zero padding becomes explicit zero rows at the top and bottom strips. Eve
 of the same terms as in the whole form: OpenVINO's convolutions give the exported encoder's embedding bit for
 bit (tested), torch's convolutions differ by rounding. Measured on a 2-core Xeon with AMX (OpenVINO 2026.4.1,
 official weights, 25 passes each, interleaved): this stage 66.0 -> 55.2 ms (median), strips of 16 / 32 / 128
-rows 61.2 / 57.2 / 61.2 ms.
+rows 61.2 / 57.2 / 61.2 ms. On a 2-core AMD EPYC (no AMX) strips of 16 / 32 / 64 / 128 / 256 rows leave the whole
+encoder pass within that machine's spread (median 593-620 ms of 12 interleaved passes, bit-identical embeddings).
 """
 from __future__ import annotations
 
