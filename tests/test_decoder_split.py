@@ -87,3 +87,38 @@ def test_exported_upscaling_in_strips_equals_the_whole_bit_for_bit(checkpoint_pa
     expected, got = whole.logits(embedding.numpy(), boxes.numpy()), strips.logits(embedding.numpy(), boxes.numpy())
     assert got.shape == (6, 256, 256) and (got > 0).any() and (got < 0).any()
     assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"
+
+
+@pytest.mark.parametrize("which", ["seeded", "official"])
+def test_box_part_fixed_at_one_box_equals_a_dynamic_box_axis_bit_for_bit(checkpoint_path, monkeypatch, which):
+    """The box part takes one box (``manifest.BOX_INPUT_SHAPE``, format 8). With every shape static OpenVINO fuses
+    its element-wise operations into fewer nodes; the logits are those of the same graph converted with a dynamic
+    box axis, bit for bit."""
+    from medsam_lite.engines import box_decoder
+    from medsam_lite.engines.box_decoder import compile_box_decoder, decoder_models
+    from medsam_lite.engines.openvino_engine import compile_config
+
+    model, _ = load_model(checkpoint_path(which))
+    case = DEMO_CASE if which == "seeded" else shared_case("2DBox_Microscopy_SELMA3D_nuclei_004_z060.npz")
+    embedding, boxes = _case_inputs(model, case, limit=6)
+    fixed_models = decoder_models(model)
+    monkeypatch.setattr(box_decoder, "BOX_INPUT_SHAPE", (-1, 4))
+    dynamic_models = decoder_models(model)
+    assert fixed_models[1].inputs[-1].get_partial_shape().is_static
+    assert dynamic_models[1].inputs[-1].get_partial_shape().is_dynamic
+    config = compile_config("f32", None)
+    fixed, dynamic = compile_box_decoder(*fixed_models, config), compile_box_decoder(*dynamic_models, config)
+    separate = [_token_wide_eltwise_nodes(d) for d in (fixed, dynamic)]
+    assert separate[0] == 0 < separate[1], f"element-wise nodes on the image tokens: {separate} (fixed, dynamic)"
+    expected, got = dynamic.logits(embedding.numpy(), boxes.numpy()), fixed.logits(embedding.numpy(), boxes.numpy())
+    assert got.shape == (6, 256, 256) and (got > 0).any() and (got < 0).any()
+    assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"
+
+
+def _token_wide_eltwise_nodes(decoder) -> int:
+    """How many of the compiled box part's nodes are plain element-wise operations on the (4096, 256) image tokens
+    (not fused into a neighbour)."""
+    graph = decoder._decode_request.get_compiled_model().get_runtime_model()
+    return sum(op.get_rt_info()["layerType"].astype(str) == "Eltwise" and op.get_output_size() > 0
+               and [d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)][-2:] == [4096, 256]
+               for op in graph.get_ordered_ops())

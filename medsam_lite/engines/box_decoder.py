@@ -12,12 +12,13 @@ import numpy as np
 
 from medsam_lite.core.postprocess import full_masks
 from medsam_lite.core.timing import stage
-from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS
+from medsam_lite.engines.manifest import BOX_INPUT_SHAPE, DECODER_IMAGE_OUTPUTS
 from medsam_lite.engines.openvino_import import import_openvino
 
 ov = import_openvino()
 
-# One box per inference. Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box and
+# One box per inference (the exported box part takes exactly one since format 8: manifest.BOX_INPUT_SHAPE, where
+# the static shape's gain is measured). Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4 ms/box and
 # 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and 1568 MiB.
 # Again with the exported attention form (export format 4; 24 boxes on one slice, best of 3): 1 per call
 # 14.3 ms/box, 4 per call 12.9, all 24 15.7: within run-to-run spread, and a box's logits then never depend on
@@ -127,7 +128,7 @@ def decoder_models(model) -> tuple:
         boxes = torch.tensor([[20.0, 30.0, 120.0, 160.0]])
         image_model = convert_model(image_part, example_input=(embedding,), input=[(1, 256, 64, 64)])
         box_model = convert_model(box_part, example_input=(*prepared, boxes),
-                                     input=[tuple(t.shape) for t in prepared] + [(-1, 4)])
+                                     input=[tuple(t.shape) for t in prepared] + [BOX_INPUT_SHAPE])
     return image_model, box_model
 
 

@@ -5,7 +5,7 @@ Needs torch (to trace the model) and OpenVINO; the IR it writes is then run with
 - ``image_encoder.xml/.bin``: (1, 3, 256, 256) float32 in [0, 1] -> (1, 256, 64, 64) embedding;
 - ``decoder_image.xml/.bin``: embedding (1, 256, 64, 64) -> what the mask decoder computes of it whatever the
   boxes (image tokens and the first layer's projections of them, ``DECODER_IMAGE_OUTPUTS``), once per image;
-- ``mask_decoder.xml/.bin``: those and boxes (N, 4) at 256 -> logits (N, 1, 256, 256);
+- ``mask_decoder.xml/.bin``: those and one box (1, 4) at 256 -> its logits (1, 1, 256, 256) (``BOX_INPUT_SHAPE``);
 - ``prompt_decoder.xml/.bin``: those and K points (1, K, 2) at 256 with SAM labels (1, K) (1/0 foreground/
   background, 2/3 box corners, -1 padding) -> logits of the four mask tokens (1, 4, 256, 256), IoU (1, 4);
 - ``manifest.json``: the checkpoint's sha256 and what was exported, written last (a folder without it, or
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.engines.checkpoint import file_sha256, load_model
-from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MANIFEST_NAME, MODEL_FILES, Manifest, write_manifest
+from medsam_lite.engines.manifest import (BOX_INPUT_SHAPE, DECODER_IMAGE_OUTPUTS, MANIFEST_NAME, MODEL_FILES, Manifest,
+                                          write_manifest)
 
 ONNX_OPSET = 17
 
@@ -124,8 +125,8 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     graphs = [  # (part, module, example inputs, input names, output names, dynamic axes)
         ("encoder", encoder, (image,), ["image"], ["embedding"], None),
         ("decoder_image", decoder_image, (embedding,), ["embedding"], list(DECODER_IMAGE_OUTPUTS), None),
-        ("decoder", decoder_boxes, (*prepared, boxes), [*DECODER_IMAGE_OUTPUTS, "boxes"], ["logits"],
-         {"boxes": {0: "boxes"}, "logits": {0: "boxes"}}),
+        ("decoder", decoder_boxes, (*prepared, boxes[: BOX_INPUT_SHAPE[0]]), [*DECODER_IMAGE_OUTPUTS, "boxes"],
+         ["logits"], None),
         ("decoder_prompts", decoder_prompts, (*prepared, coords, labels), [*DECODER_IMAGE_OUTPUTS, "coords", "labels"],
          ["logits", "iou"], {"coords": {1: "points"}, "labels": {1: "points"}}),
     ]
@@ -150,9 +151,9 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     compiled = {part: core.compile_model(out / MODEL_FILES[part], "CPU", config) for part, *_ in graphs}
     ov_embedding = compiled["encoder"](image.numpy())[0]
     ov_prepared = compiled["decoder_image"](embedding.numpy())
-    ov_logits = compiled["decoder"]([*(ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))), boxes.numpy()])[0]
-    ov_prompts = compiled["decoder_prompts"]([*(ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))),
-                                              coords.numpy(), labels.numpy()])
+    image_tensors = [ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))]
+    ov_logits = np.concatenate([compiled["decoder"]([*image_tensors, box[None]])[0] for box in boxes.numpy()])
+    ov_prompts = compiled["decoder_prompts"]([*image_tensors, coords.numpy(), labels.numpy()])
     report = ExportReport(
         out, 0.0,
         float(np.abs(ov_embedding - embedding.numpy()).max()),
