@@ -92,8 +92,8 @@ def test_exported_upscaling_in_strips_equals_the_whole_bit_for_bit(checkpoint_pa
 @pytest.mark.parametrize("which", ["seeded", "official"])
 def test_box_part_fixed_at_one_box_equals_a_dynamic_box_axis_bit_for_bit(checkpoint_path, monkeypatch, which):
     """The box part takes one box (``manifest.BOX_INPUT_SHAPE``, format 8). With every shape static OpenVINO fuses
-    its element-wise operations into fewer nodes; the logits are those of the same graph converted with a dynamic
-    box axis, bit for bit."""
+    the element-wise operations on the image tokens into their neighbours (no plain one is left, as there are with a
+    dynamic box axis); the logits are those of the same graph converted with a dynamic box axis, bit for bit."""
     from medsam_lite.engines import box_decoder
     from medsam_lite.engines.box_decoder import compile_box_decoder, decoder_models
     from medsam_lite.engines.openvino_engine import compile_config

@@ -25,9 +25,9 @@ DECODER_IMAGE_OUTPUTS = ("keys", "token_to_image_k", "token_to_image_v", "image_
 # The boxes mask_decoder.xml takes per inference: one (``BoxDecoder`` decodes one box per call). With every shape
 # static, OpenVINO fuses the box part's element-wise operations (the residual adds, LayerNorms and positional
 # encodings on the 4096 image tokens) into its matmuls' neighbours: on the 2-core AMD EPYC (OpenVINO 2026.4.1,
-# official weights) 24 boxes of each of 12 microscopy slices side by side on two streams took 21.3 ms a box
-# (median of 10 interleaved rounds) with a dynamic box axis and 19.1 ms with it fixed at 1; one box on one thread
-# 33.8 -> 32.0 ms (median of 150); the logits the same bit for bit.
+# official weights) 24 boxes of each of 12 microscopy slices side by side on two streams took 20.2-21.3 ms a box
+# with a dynamic box axis and 18.7-19.1 ms with it fixed at 1 (medians of two runs of 10-12 interleaved rounds);
+# one box on one thread 33.8 -> 32.0 ms (median of 150); the logits the same bit for bit.
 BOX_INPUT_SHAPE = (1, 4)
 
 
