@@ -118,7 +118,7 @@ def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[flo
 
 def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
     """Per op type, side by side for each export folder: the encoder pass and one box of the decoder."""
-    from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES
+    from medsam_lite.engines.manifest import BOX_INPUT_SHAPE, DECODER_IMAGE_OUTPUTS, MODEL_FILES
 
     rng = np.random.default_rng(3)
     embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
@@ -131,7 +131,7 @@ def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
             else:
                 # One box, as BoxDecoder decodes. Format 8 exports take exactly one; older ones (a dynamic box axis)
                 # are reshaped to it, so their table shows the static form, not the one predict ran (~10 % slower).
-                model.reshape({model.inputs[-1].get_any_name(): [1, 4]})
+                model.reshape({model.inputs[-1].get_any_name(): list(BOX_INPUT_SHAPE)})
                 prepared = core.compile_model(export_dir / MODEL_FILES["decoder_image"], "CPU", config)([embedding])
                 inputs = [np.array(prepared[i]) for i in range(len(DECODER_IMAGE_OUTPUTS))]
                 inputs.append(np.array([[40.0, 52.0, 180.0, 200.0]], np.float32))

@@ -19,7 +19,8 @@ ov = import_openvino()
 
 # One box per inference (the exported box part takes exactly one since format 8: manifest.BOX_INPUT_SHAPE, where
 # the static shape's gain is measured). Measured on 33 boxes (2 cores, best of 3, two runs): 1 per call 16.1-18.4
-# ms/box and 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and 1568 MiB.
+# ms/box and 340 MiB peak RSS, 8 per call 17.1-19.3 ms/box and 610 MiB, all 33 in one call 16.5-19.2 ms/box and
+# 1568 MiB.
 # Again with the exported attention form (export format 4; 24 boxes on one slice, best of 3): 1 per call
 # 14.3 ms/box, 4 per call 12.9, all 24 15.7: within run-to-run spread, and a box's logits then never depend on
 # its batch. What does pay is boxes side by side on one thread each (``parallel``, openvino_engine's
