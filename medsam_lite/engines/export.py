@@ -100,6 +100,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
 
     import torch
 
+    from medsam_lite.engines.box_decoder import BoxDecoder
     from medsam_lite.engines.openvino_engine import compile_config
     from medsam_lite.engines.openvino_import import import_converter, import_openvino
 
@@ -150,10 +151,12 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     config = compile_config("f32", None)  # what the engine compiles with: this check warms its cache
     compiled = {part: core.compile_model(out / MODEL_FILES[part], "CPU", config) for part, *_ in graphs}
     ov_embedding = compiled["encoder"](image.numpy())[0]
-    ov_prepared = compiled["decoder_image"](embedding.numpy())
-    image_tensors = [ov_prepared[i] for i in range(len(DECODER_IMAGE_OUTPUTS))]
-    ov_logits = np.concatenate([compiled["decoder"]([*image_tensors, box[None]])[0] for box in boxes.numpy()])
-    ov_prompts = compiled["decoder_prompts"]([*image_tensors, coords.numpy(), labels.numpy()])
+    # The box part through the engine's own BoxDecoder (one box per call, as it takes), the prompt decoder on the
+    # image tensors it prepared.
+    box_decoder = BoxDecoder(*(compiled[part].create_infer_request() for part in ("decoder_image", "decoder")))
+    embedding_np = embedding.numpy()  # one object: BoxDecoder prepares the image tensors once per embedding object
+    ov_logits = box_decoder.logits(embedding_np, boxes.numpy())[:, None]
+    ov_prompts = compiled["decoder_prompts"]([*box_decoder.prepared(embedding_np), coords.numpy(), labels.numpy()])
     report = ExportReport(
         out, 0.0,
         float(np.abs(ov_embedding - embedding.numpy()).max()),
