@@ -122,3 +122,20 @@ def _token_wide_eltwise_nodes(decoder) -> int:
     return sum(op.get_rt_info()["layerType"].astype(str) == "Eltwise" and op.get_output_size() > 0
                and [d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)][-2:] == [4096, 256]
                for op in graph.get_ordered_ops())
+
+
+def test_image_to_token_softmaxes_run_with_the_image_tokens_innermost(checkpoint_path):
+    """Format 9: the image -> token scores are laid out (heads, 7 prompt tokens, 4096 image tokens), so each of the
+    two layers' softmaxes over a head's 7 prompt tokens runs along 4096 contiguous image tokens instead of 32768
+    rows of 7; every compiled softmax that touches the image tokens has them on its last axis."""
+    from medsam_lite.engines.box_decoder import compile_box_decoder, decoder_models
+    from medsam_lite.engines.openvino_engine import compile_config
+
+    model, _ = load_model(checkpoint_path("seeded"))
+    decoder = compile_box_decoder(*decoder_models(model), compile_config("f32", None))
+    graph = decoder._decode_request.get_compiled_model().get_runtime_model()
+    shapes = [[d.get_length() for d in op.get_output_partial_shape(0)] for op in graph.get_ordered_ops()
+              if op.get_rt_info()["layerType"].astype(str) == "Softmax"]
+    image_wide = [s for s in shapes if 4096 in s]
+    assert image_wide.count([1, 8, 7, 4096]) == 2, shapes  # the two layers' image -> token attention
+    assert all(s[-1] == 4096 for s in image_wide), shapes
