@@ -115,13 +115,19 @@ def test_box_part_fixed_at_one_box_equals_a_dynamic_box_axis_bit_for_bit(checkpo
     assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"
 
 
+def _compiled_output_shapes(decoder, layer_type: str) -> list[list[int]]:
+    """The output shapes (-1 for a dynamic axis) of the compiled box part's nodes of one OpenVINO layer type
+    ("Eltwise", "Softmax"), in execution order."""
+    graph = decoder._decode_request.get_compiled_model().get_runtime_model()
+    return [[d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)]
+            for op in graph.get_ordered_ops()
+            if op.get_rt_info()["layerType"].astype(str) == layer_type and op.get_output_size() > 0]
+
+
 def _token_wide_eltwise_nodes(decoder) -> int:
     """How many of the compiled box part's nodes are plain element-wise operations on the (4096, 256) image tokens
     (not fused into a neighbour)."""
-    graph = decoder._decode_request.get_compiled_model().get_runtime_model()
-    return sum(op.get_rt_info()["layerType"].astype(str) == "Eltwise" and op.get_output_size() > 0
-               and [d.get_length() if d.is_static else -1 for d in op.get_output_partial_shape(0)][-2:] == [4096, 256]
-               for op in graph.get_ordered_ops())
+    return sum(shape[-2:] == [4096, 256] for shape in _compiled_output_shapes(decoder, "Eltwise"))
 
 
 def test_image_to_token_softmaxes_run_with_the_image_tokens_innermost(checkpoint_path):
@@ -133,9 +139,7 @@ def test_image_to_token_softmaxes_run_with_the_image_tokens_innermost(checkpoint
 
     model, _ = load_model(checkpoint_path("seeded"))
     decoder = compile_box_decoder(*decoder_models(model), compile_config("f32", None))
-    graph = decoder._decode_request.get_compiled_model().get_runtime_model()
-    shapes = [[d.get_length() for d in op.get_output_partial_shape(0)] for op in graph.get_ordered_ops()
-              if op.get_rt_info()["layerType"].astype(str) == "Softmax"]
+    shapes = _compiled_output_shapes(decoder, "Softmax")
     image_wide = [s for s in shapes if 4096 in s]
     assert image_wide.count([1, 8, 7, 4096]) == 2, shapes  # the two layers' image -> token attention
     assert all(s[-1] == 4096 for s in image_wide), shapes
