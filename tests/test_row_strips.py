@@ -1,5 +1,6 @@
-"""The encoder's first stage in strips of rows (``modeling.row_strips``, TinyViT's exported form): the same sums
-as the whole stage, so OpenVINO gives the exported embedding bit for bit and torch within rounding."""
+"""The encoder's exported form: its first stage in strips of rows (``modeling.row_strips``) and its grids turned
+into tokens by one 4-D permutation (``modeling.common.grid_to_tokens``): the same sums as SAM's form, so OpenVINO
+gives the exported embedding bit for bit and torch within rounding."""
 from __future__ import annotations
 
 import warnings
@@ -29,9 +30,19 @@ def _images(which: str) -> list[np.ndarray]:
     return [rng.random((1, 3, 256, 256), dtype=np.float32), image_to_model_input(picture)[0]]
 
 
+def _runtime_token_transposes(compiled) -> int:
+    """Transpose nodes of a compiled encoder that turn a (1, C, H*W) grid into tokens: copies made after a
+    convolution's own layout change back to planar."""
+    ops = compiled.get_runtime_model().get_ordered_ops()
+    return sum(op.get_rt_info()["layerType"].astype(str) == "Transpose" and len(op.input(0).get_shape()) == 3
+               for op in ops)
+
+
 @pytest.mark.parametrize("which", ["seeded", "official"])
-def test_exported_encoder_equals_the_whole_first_stage_bit_for_bit(exports, checkpoint_path, tmp_path, which):
-    """The export (strips) against the same encoder converted with its first stage whole, both in OpenVINO."""
+def test_exported_encoder_equals_sams_form_bit_for_bit(exports, checkpoint_path, tmp_path, which):
+    """The export (the first stage in strips, grids turned into tokens by one 4-D permutation) against the same
+    encoder converted in SAM's form, both in OpenVINO: the same embedding, with the convolutions' layout
+    handed straight to the tokens instead of reordered back and transposed."""
     from medsam_lite.engines.openvino_engine import compile_config
     from medsam_lite.engines.openvino_import import import_converter, import_openvino
 
@@ -44,12 +55,14 @@ def test_exported_encoder_equals_the_whole_first_stage_bit_for_bit(exports, chec
                           opset_version=17, dynamo=False)
     core = ov.Core()
     config = compile_config("f32", None)
-    whole_model, strips_model = convert(tmp_path / "whole.onnx"), core.read_model(exports(which) / MODEL_FILES["encoder"])
-    convolutions = [sum(op.get_type_name() == "Convolution" for op in m.get_ops()) for m in (whole_model, strips_model)]
+    whole_model, export_model = convert(tmp_path / "whole.onnx"), core.read_model(exports(which) / MODEL_FILES["encoder"])
+    convolutions = [sum(op.get_type_name() == "Convolution" for op in m.get_ops()) for m in (whole_model, export_model)]
     assert convolutions[1] > convolutions[0], "the export holds the first stage in strips"
-    whole, strips = (core.compile_model(m, "CPU", config) for m in (whole_model, strips_model))
+    whole, exported = (core.compile_model(m, "CPU", config) for m in (whole_model, export_model))
+    # SAM's form: after each of the 10 attention blocks' local convolutions and the 3 patch merges.
+    assert _runtime_token_transposes(whole) >= 13 and _runtime_token_transposes(exported) == 0
     for image in images:
-        expected, got = whole(image)[0], strips(image)[0]
+        expected, got = whole(image)[0], exported(image)[0]
         assert got.shape == (1, 256, 64, 64)
         assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max():.3g}"
 

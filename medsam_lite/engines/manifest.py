@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 9  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
+MANIFEST_FORMAT = 10  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
 # 4: the decoder attention's exported form (modeling.common.exported_form); 5: the encoder's first stage in
 # strips of rows (modeling.row_strips); 6: the second layer's image -> token query projection on the key side;
 # 7: the final attention for the one token a box's mask reads, the upscaling on strips of image tokens; 8: the box
 # part's input fixed at one box (BOX_INPUT_SHAPE); 9: the image -> token scores laid out (56, 4096) for the softmax
-# over each head's 7 prompt tokens (modeling.transformer.Attention._weighted_values)
+# over each head's 7 prompt tokens (modeling.transformer.Attention._weighted_values); 10: the encoder's grids turned
+# back into tokens by one 4-D permutation, which OpenVINO folds into its convolutions' layout (modeling.common.grid_to_tokens)
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",

@@ -31,6 +31,20 @@ def exported_form(module: nn.Module) -> Iterator[nn.Module]:
             m.export_form = state
 
 
+def grid_to_tokens(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C). ``channels_last`` writes it as one 4-D permutation, which OpenVINO folds into
+    the layout its convolutions already run in; the same values either way."""
+    if channels_last:
+        b, c, h, w = x.shape
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H*W, C) -> (B, C, H, W), as a view."""
+    return x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
 class LayerNorm2d(nn.Module):
     """Layer norm over the channel axis of a (B, C, H, W) tensor."""
 

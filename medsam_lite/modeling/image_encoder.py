@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsam_lite.modeling.common import ExportForm, LayerNorm2d
+from medsam_lite.modeling.common import ExportForm, LayerNorm2d, grid_to_tokens, tokens_to_grid
 from medsam_lite.modeling.row_strips import first_stage_in_strips
 
 
@@ -59,7 +59,7 @@ class MBConv(nn.Module):
         return self.act(y + x)
 
 
-class PatchMerging(nn.Module):
+class PatchMerging(ExportForm, nn.Module):
     """Downsampling between stages: (B, C, H, W) or (B, H*W, C) -> (B, H'*W', out_dim).
 
     The stride is 2, except into the 320-channel last stage, which keeps 64x64.
@@ -76,12 +76,11 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
-            h, w = self.resolution
-            x = x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+            x = tokens_to_grid(x, *self.resolution)
         x = self.act(self.conv1(x))
         x = self.act(self.conv2(x))
         x = self.conv3(x)
-        return x.flatten(2).transpose(1, 2)
+        return grid_to_tokens(x, self.export_form)
 
 
 def relative_offset_index(window: int) -> torch.Tensor:
@@ -132,7 +131,7 @@ class TokenMLP(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
-class TinyViTBlock(nn.Module):
+class TinyViTBlock(ExportForm, nn.Module):
     """Windowed attention, a 3x3 depthwise ConvBN, then an MLP: (B, H*W, dim) -> (B, H*W, dim).
 
     The token grid is zero-padded at the bottom/right to a multiple of the window; padded tokens take
@@ -165,7 +164,7 @@ class TinyViTBlock(nn.Module):
         h, w = self.resolution
         b, n, c = x.shape
         x = x + self._windowed_attention(x)
-        x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w)).view(b, c, n).transpose(1, 2)
+        x = grid_to_tokens(self.local_conv(tokens_to_grid(x, h, w)), self.export_form)
         return x + self.mlp(x)
 
 
@@ -211,7 +210,8 @@ class AttentionStage(nn.Module):
 class TinyViT(ExportForm, nn.Module):
     """LiteMedSAM's image encoder: (B, 3, 256, 256) float in [0, 1] -> (B, 256, 64, 64).
 
-    Exported form: the first stage in strips of rows (``modeling.row_strips``), the same sums."""
+    Exported form: the first stage in strips of rows (``modeling.row_strips``) and each convolution's grid turned
+    back into tokens by one 4-D permutation (``modeling.common.grid_to_tokens``), the same sums."""
 
     def __init__(
         self,

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medsam_lite.modeling.common import grid_to_tokens
+
 STRIP_ROWS = 64  # rows of the 256 x 256 grid a strip holds: 4 strips (the measured best, see above)
 
 
@@ -62,4 +64,4 @@ def first_stage_in_strips(
         y = merge.act(merge.conv1(x))
         y = F.pad(y, (0, 0, int(need_top < 0), max(need_bottom - height, 0)))
         strips.append(merge.conv3(merge.act(_depthwise_valid_rows(merge.conv2, y))))
-    return torch.cat(strips, dim=2).flatten(2).transpose(1, 2)
+    return grid_to_tokens(torch.cat(strips, dim=2), channels_last=True)
