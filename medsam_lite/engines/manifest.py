@@ -13,7 +13,8 @@ MANIFEST_FORMAT = 10  # 2: the decoder in two graphs (per image, per box); 3: an
 # 7: the final attention for the one token a box's mask reads, the upscaling on strips of image tokens; 8: the box
 # part's input fixed at one box (BOX_INPUT_SHAPE); 9: the image -> token scores laid out (56, 4096) for the softmax
 # over each head's 7 prompt tokens (modeling.transformer.Attention._weighted_values); 10: the encoder's grids turned
-# back into tokens by one 4-D permutation, which OpenVINO folds into its convolutions' layout (modeling.common.grid_to_tokens)
+# back into tokens by one 4-D permutation, which OpenVINO folds into its convolutions' layout
+# (modeling.common.grid_to_tokens)
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",
