@@ -162,7 +162,6 @@ class TinyViTBlock(ExportForm, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.resolution
-        b, n, c = x.shape
         x = x + self._windowed_attention(x)
         x = grid_to_tokens(self.local_conv(tokens_to_grid(x, h, w)), self.export_form)
         return x + self.mlp(x)
@@ -256,6 +255,4 @@ class TinyViT(ExportForm, nn.Module):
             x = self.layers[0](self.patch_embed(x))
         for stage in self.layers[1:]:
             x = stage(x)
-        b, _, c = x.shape
-        g = self.embedding_grid
-        return self.neck(x.view(b, g, g, c).permute(0, 3, 1, 2))
+        return self.neck(tokens_to_grid(x, self.embedding_grid, self.embedding_grid))
