@@ -44,7 +44,7 @@ class ExportReport:
 def _wrappers(model):
     import torch
 
-    from medsam_lite.modeling.common import exported_form
+    from medsam_lite.modeling.common import exported_form, grid_to_tokens
     from medsam_lite.modeling.transformer import ImageProjections, PreparedImage
 
     class Encoder(torch.nn.Module):
@@ -72,7 +72,7 @@ def _wrappers(model):
 
         def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
                     boxes: torch.Tensor) -> torch.Tensor:
-            key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)  # a constant
+            key_pe = grid_to_tokens(self.model.prompt_encoder.get_dense_pe())  # a constant
             image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
             with exported_form(self.model.mask_decoder):
                 return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
@@ -84,7 +84,7 @@ def _wrappers(model):
 
         def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
                     coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            key_pe = self.model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
+            key_pe = grid_to_tokens(self.model.prompt_encoder.get_dense_pe())
             image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
             with exported_form(self.model.mask_decoder):
                 return self.model.decode_prompts(image, coords, labels)

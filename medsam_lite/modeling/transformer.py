@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsam_lite.modeling.common import ExportForm, MLPBlock
+from medsam_lite.modeling.common import ExportForm, MLPBlock, grid_to_tokens
 
 
 class ImageProjections(NamedTuple):
@@ -224,8 +224,8 @@ class TwoWayTransformer(nn.Module):
 
     def prepare(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> PreparedImage:
         """The prompt-independent image side: (B, C, h, w) embedding and (1, C, h, w) encoding."""
-        keys = image_embedding.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        keys = grid_to_tokens(image_embedding)
+        key_pe = grid_to_tokens(image_pe)
         return PreparedImage(keys, key_pe, self.layers[0].image_projections(keys, key_pe))
 
     def forward_prepared(
