@@ -47,6 +47,12 @@ def _wrappers(model):
     from medsam_lite.modeling.common import exported_form, grid_to_tokens
     from medsam_lite.modeling.transformer import ImageProjections, PreparedImage
 
+    def prepared(keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> PreparedImage:
+        """DecoderImage's outputs as the box and prompt graphs take them, with the dense positional encoding as
+        tokens (a constant in both graphs)."""
+        key_pe = grid_to_tokens(model.prompt_encoder.get_dense_pe())
+        return PreparedImage(keys, key_pe, ImageProjections(k, v, q))
+
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -72,8 +78,7 @@ def _wrappers(model):
 
         def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
                     boxes: torch.Tensor) -> torch.Tensor:
-            key_pe = grid_to_tokens(self.model.prompt_encoder.get_dense_pe())  # a constant
-            image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
+            image = prepared(keys, k, v, q)
             with exported_form(self.model.mask_decoder):
                 return self.model.mask_decoder.predict_mask(image, self.model.prompt_encoder.embed_boxes(boxes))
 
@@ -84,8 +89,7 @@ def _wrappers(model):
 
         def forward(self, keys: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
                     coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            key_pe = grid_to_tokens(self.model.prompt_encoder.get_dense_pe())
-            image = PreparedImage(keys, key_pe, ImageProjections(k, v, q))
+            image = prepared(keys, k, v, q)
             with exported_form(self.model.mask_decoder):
                 return self.model.decode_prompts(image, coords, labels)
 
