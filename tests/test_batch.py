@@ -95,7 +95,7 @@ def test_case_too_large_for_memory_is_refused_unread_and_the_run_goes_on(inputs,
     result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")])
     assert result.exit_code == 1
     line = next(line for line in result.stderr.splitlines() if line.startswith("ERROR 3DBox_huge.npz:"))
-    assert "needs about 129,408 MiB (imgs (4000, 4096, 4096))" in line and "MiB (imgs (4000, 4096, 4096)) but this process may use only" in line
+    assert "needs about 129,664 MiB (imgs (4000, 4096, 4096))" in line and "MiB (imgs (4000, 4096, 4096)) but this process may use only" in line
     assert "not loaded" in line
     assert sorted(p.name for p in out.iterdir()) == ["2DBox_case0.npz", "2DBox_case1.npz"]
 

@@ -62,8 +62,9 @@ def check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> 
 
 def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int) -> int:
     """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
-    as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``) and a margin."""
-    from medsam_lite.pipeline.segment import EMBEDDING_BYTES
+    as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``), the engine's
+    second encoder where a volume's slices go in pairs (counted again once it exists: a margin) and a margin."""
+    from medsam_lite.pipeline.segment import EMBEDDING_BYTES, PAIRED_ENCODER_BYTES, PAIRS_FROM
 
     image = headers.get("imgs")
     if image is None or len(image.shape) < 2:
@@ -75,7 +76,7 @@ def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int
     if is_3d_name(name) and len(image.shape) == 3:
         depth, height, width = image.shape
         labels = depth * height * width * label_bytes
-        cache = min(cache_bytes, depth * EMBEDDING_BYTES)
+        cache = min(cache_bytes, depth * EMBEDDING_BYTES) + (PAIRED_ENCODER_BYTES if depth >= PAIRS_FROM else 0)
     else:
         height, width = image.shape[:2]
         labels = height * width * label_bytes

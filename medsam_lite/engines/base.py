@@ -12,7 +12,9 @@ class Engine(Protocol):
     ``ready`` waits until the engine can run (it may still be compiling when made) and raises what stopped it;
     ``encode`` takes (1, 3, 256, 256) float32 and returns an opaque embedding (1, 256, 64, 64);
     ``masks`` takes that embedding, (N, 4) int64 boxes at 256, the (h, w) of the resized image and the
-    original (H, W), and yields N boolean (H, W) masks in box order.
+    original (H, W), and yields N boolean (H, W) masks in box order. An engine may also have
+    ``encode_pair(first, second)``: two such inputs -> their two embeddings, the same as ``encode`` gives, computed
+    side by side (the OpenVINO engine); a volume's slices then go in pairs (``pipeline.segment.SliceEncoder``).
     """
 
     name: str

@@ -24,7 +24,7 @@ ov = import_openvino()
 # Again with the exported attention form (export format 4; 24 boxes on one slice, best of 3): 1 per call
 # 14.3 ms/box, 4 per call 12.9, all 24 15.7: within run-to-run spread, and a box's logits then never depend on
 # its batch. What does pay is boxes side by side on one thread each (``parallel``, openvino_engine's
-# ``decoder_streams_config``; the same logits bit for bit): ms per box in the pipeline (2 slices of the
+# ``streams_config``; the same logits bit for bit): ms per box in the pipeline (2 slices of the
 # microscopy volume, best of 6, twice), in turn / side by side: 2 boxes 16.2 / 16.2 and 15.9 / 14.8, 3 boxes
 # 14.0 / 14.8 (the odd one waits), 4 boxes 13.2 / 12.5, 8 boxes 12.4 / 11.5, 24 boxes 11.6 / 10.5. The streams'
 # model compiles in 30 ms (from the model cache) and costs about 110 MiB more peak memory (AMOS CT: 621 -> 748

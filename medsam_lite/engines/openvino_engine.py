@@ -37,16 +37,19 @@ def compile_config(precision: str, threads: int | None) -> dict:
     return config
 
 
-def decoder_streams_config(config: dict, threads: int) -> dict | None:
-    """``config`` for the box part as two streams sharing ``threads`` (None for a single thread).
+def streams_config(config: dict, threads: int) -> dict | None:
+    """``config`` as two streams sharing ``threads`` (None for a single thread): two inferences side by side,
+    each on half the threads, instead of each on all threads in turn. The results are the same bit for bit.
 
-    Boxes of a slice are then decoded two side by side, each on half the threads, instead of each box on all
-    threads in turn: a box's many small operations (7 prompt tokens) leave threads waiting on each other.
+    The decoder's box part: a box's many small operations (7 prompt tokens) leave threads waiting on each other.
     Measured on the 2-core Xeon with AMX (24 boxes of the microscopy volume's middle slice, best of 5, twice):
     one box at a time on both threads 11.2 ms/box, on one thread 20.0, two side by side on one thread each
-    9.9-10.0 (1.12x), the logits the same bit for bit. Two streams, not one per thread: each costs its own
-    memory (about 55 MiB), and more were never measured. The encoder gains nothing so (284 vs 283 ms a slice:
-    its large matmuls keep both threads busy), so slices are encoded one at a time."""
+    9.9-10.0 (1.12x). The encoder (``OpenVINOEngine.encode_pair``): on the Xeon two slices side by side gained
+    nothing (284 vs 283 ms a slice, its large matmuls keep both threads busy); on the 2-core AMD EPYC (export
+    format 10, 6 slices of AMOS CT a round, 30 rounds interleaved) 568 against 591 ms a slice (medians), where the
+    machine's spread (a round 518-797 ms) hits two threads in lock-step harder than two independent ones. Two
+    streams, not one per thread: each costs its own memory (about 55 MiB for the box part, 120 MiB for the
+    encoder), and more were never measured."""
     if threads < 2:
         return None
     streams = {key: value for key, value in config.items() if key != "PERFORMANCE_HINT"}
@@ -97,6 +100,7 @@ class OpenVINOEngine:
         self._core, self._config = core, compile_config(precision, threads)
         self._encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
         self._encode_request = None
+        self._encode_streams: list | None = None  # encode_pair's requests, compiled on its first call
         self._encoder_error: ExportError | None = None
         self._encoder_thread = threading.Thread(target=self._compile_encoder, name="compile-encoder", daemon=True)
         self._encoder_thread.start()
@@ -128,7 +132,7 @@ class OpenVINOEngine:
     def _box_streams(self) -> list:
         """Requests of the decoder's box part on two streams sharing the threads the box part gets on its own
         (compiled when BoxDecoder first decodes boxes side by side); [] with one thread."""
-        config = decoder_streams_config(self._config, self._boxes.threads)
+        config = streams_config(self._config, self._boxes.threads)
         if config is None:
             return []
         compiled = self._compiled(MODEL_FILES["decoder"], config)
@@ -163,6 +167,29 @@ class OpenVINOEngine:
         self.encoder_passes += 1
         with stage("encoder"):
             return self._encode_request.infer([image])[0].copy()
+
+    def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two (1, 3, 256, 256) inputs -> their embeddings as ``encode`` gives them (bit for bit), encoded side by
+        side on two streams of half the threads each (``streams_config``; compiled on the first call, about 0.2 s
+        from the model cache); in turn where the engine has one thread."""
+        if self._encode_streams is None:
+            self.ready()
+            threads = int(self._encode_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
+            config = streams_config(self._config, threads)
+            with stage("encoder"):
+                compiled = self._compiled(self._encoder_file, config) if config else None
+                self._encode_streams = [compiled.create_infer_request() for _ in range(2)] if compiled else []
+        if not self._encode_streams:
+            return self.encode(first), self.encode(second)
+        self.encoder_passes += 2
+        with stage("encoder"):
+            for request, image in zip(self._encode_streams, (first, second)):
+                request.set_input_tensor(ov.Tensor(np.ascontiguousarray(image, np.float32)))
+                request.start_async()
+            for request in self._encode_streams:
+                request.wait()
+            return self._encode_streams[0].get_output_tensor(0).data.copy(), \
+                self._encode_streams[1].get_output_tensor(0).data.copy()
 
     def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
         """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits (``BoxDecoder.logits``)."""

@@ -1,0 +1,75 @@
+"""Slices of a volume encoded two side by side (``OpenVINOEngine.encode_pair``, ``pipeline.segment.SliceEncoder``):
+each embedding is the one ``encode`` gives, bit for bit, and a volume's labels and its number of encoder passes
+are those of encoding one slice at a time, with the sweeps' cache large or empty."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsam_lite.core.preprocess import image_to_model_input
+from medsam_lite.engines.openvino_engine import OpenVINOEngine
+from medsam_lite.io.challenge import load_case
+from medsam_lite.pipeline import segment
+from medsam_lite.pipeline.segment import segment_3d
+
+from .conftest import shared_case
+from .test_propagation import VOLUME
+
+
+@pytest.mark.parametrize("which", ["seeded", "official"])
+def test_a_pair_gives_each_slice_its_own_embedding(exports, which):
+    engine = OpenVINOEngine(exports(which))
+    volume = load_case(VOLUME if which == "seeded" else shared_case("3DBox_CT_AMOS_amos_0018.npz")).image
+    first, second = (image_to_model_input(volume[z])[0] for z in (len(volume) // 2, len(volume) // 2 + 1))
+    alone = engine.encode(first), engine.encode(second)
+    passes = engine.encoder_passes
+    pair = engine.encode_pair(first, second)
+    assert not np.array_equal(alone[0], alone[1])
+    assert np.array_equal(pair[0], alone[0]) and np.array_equal(pair[1], alone[1])
+    assert engine.encoder_passes == passes + 2
+    assert len(engine._encode_streams) == 2  # the side-by-side path really ran (2 threads or more here)
+    single = OpenVINOEngine(exports(which), threads=1)
+    assert [np.array_equal(a, b) for a, b in zip(single.encode_pair(first, second), alone)] == [True, True]
+    assert single._encode_streams == [] and single.encoder_passes == 2  # one thread: in turn
+
+
+class OneAtATime:
+    """An engine's encoder and decoder without ``encode_pair``: slices encoded one at a time."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self.pairs = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+class Counted(OneAtATime):
+    """The engine with ``encode_pair``, its calls counted."""
+
+    def encode_pair(self, first, second):
+        self.pairs += 1
+        return self._engine.encode_pair(first, second)
+
+
+def test_volume_in_pairs_equals_one_slice_at_a_time(ov_engines, monkeypatch):
+    """Two boxes whose sweeps share slices 3..5 (test_propagation's): 10 passes with the cache, 13 without (the
+    shared slices encoded again going down), in pairs or not; the same labels bit for bit."""
+    monkeypatch.setattr(segment, "PAIRS_FROM", 0)
+    engine = ov_engines("seeded")
+    case = load_case(VOLUME)
+    x0, y0, _, x1, y1, _ = case.boxes[0]
+    boxes = np.array([[x0, y0, 3, x1, y1, 9], [x0 + 5, y0 + 5, 0, x1, y1, 5]])  # middles 6 and 2
+    for cache_bytes, passes in ((1 << 30, 10), (0, 13)):
+        results = []
+        for wrapped in (OneAtATime(engine), Counted(engine)):
+            before = engine.encoder_passes
+            results.append(segment_3d(wrapped, case.image, boxes, cache_bytes=cache_bytes))
+            assert engine.encoder_passes - before == passes, (cache_bytes, type(wrapped).__name__)
+        assert np.array_equal(results[0], results[1])
+        assert set(np.unique(results[0])) == {0, 1, 2}
+        assert wrapped.pairs == passes // 2  # all but an odd one out went in pairs
+    monkeypatch.setattr(segment, "PAIRS_FROM", 11)
+    counted = Counted(engine)
+    segment_3d(counted, case.image, boxes)
+    assert counted.pairs == 0  # 10 slices to encode: fewer than PAIRS_FROM, one at a time
