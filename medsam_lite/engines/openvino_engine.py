@@ -168,28 +168,34 @@ class OpenVINOEngine:
         with stage("encoder"):
             return self._encode_request.infer([image])[0].copy()
 
-    def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Two (1, 3, 256, 256) inputs -> their embeddings as ``encode`` gives them (bit for bit), encoded side by
-        side on two streams of half the threads each (``streams_config``; compiled on the first call, about 0.2 s
-        from the model cache); in turn where the engine has one thread."""
+    def _encoder_streams(self) -> list:
+        """Requests of the encoder on two streams sharing its threads (``streams_config``; compiled on first use,
+        about 0.2 s from the model cache); [] with one thread."""
         if self._encode_streams is None:
-            self.ready()
+            if self._encode_request is None:
+                with stage("startup"):
+                    self.ready()
             threads = int(self._encode_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
             config = streams_config(self._config, threads)
             with stage("encoder"):
                 compiled = self._compiled(self._encoder_file, config) if config else None
-                self._encode_streams = [compiled.create_infer_request() for _ in range(2)] if compiled else []
-        if not self._encode_streams:
+            self._encode_streams = [compiled.create_infer_request() for _ in range(2)] if compiled else []
+        return self._encode_streams
+
+    def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two (1, 3, 256, 256) inputs -> their embeddings as ``encode`` gives them (bit for bit), encoded side by
+        side on the encoder's two streams; in turn where the engine has one thread."""
+        requests = self._encoder_streams()
+        if not requests:
             return self.encode(first), self.encode(second)
         self.encoder_passes += 2
         with stage("encoder"):
-            for request, image in zip(self._encode_streams, (first, second)):
+            for request, image in zip(requests, (first, second)):
                 request.set_input_tensor(ov.Tensor(np.ascontiguousarray(image, np.float32)))
                 request.start_async()
-            for request in self._encode_streams:
+            for request in requests:
                 request.wait()
-            return self._encode_streams[0].get_output_tensor(0).data.copy(), \
-                self._encode_streams[1].get_output_tensor(0).data.copy()
+            return requests[0].get_output_tensor(0).data.copy(), requests[1].get_output_tensor(0).data.copy()
 
     def logits(self, embedding: np.ndarray, boxes_256: np.ndarray) -> np.ndarray:
         """(N, 4) boxes at 256 -> (N, 256, 256) low-res logits (``BoxDecoder.logits``)."""
