@@ -48,8 +48,8 @@ def streams_config(config: dict, threads: int) -> dict | None:
     nothing (284 vs 283 ms a slice, its large matmuls keep both threads busy); on the 2-core AMD EPYC (export
     format 10, 6 slices of AMOS CT a round, 30 rounds interleaved) 568 against 591 ms a slice (medians), where the
     machine's spread (a round 518-797 ms) hits two threads in lock-step harder than two independent ones. Two
-    streams, not one per thread: each costs its own memory (about 55 MiB for the box part, 120 MiB for the
-    encoder), and more were never measured."""
+    streams, not one per thread: each costs its own memory (about 55 MiB for the box part; the encoder's pair
+    about 240 MiB, microscopy 3D peak RSS 644 -> 887 MiB), and more were never measured."""
     if threads < 2:
         return None
     streams = {key: value for key, value in config.items() if key != "PERFORMANCE_HINT"}
@@ -132,10 +132,15 @@ class OpenVINOEngine:
     def _box_streams(self) -> list:
         """Requests of the decoder's box part on two streams sharing the threads the box part gets on its own
         (compiled when BoxDecoder first decodes boxes side by side); [] with one thread."""
-        config = streams_config(self._config, self._boxes.threads)
+        return self._stream_requests(MODEL_FILES["decoder"], self._boxes.threads)
+
+    def _stream_requests(self, model_file: str, threads: int) -> list:
+        """Requests of ``export_dir/model_file`` compiled as two streams sharing ``threads`` (``streams_config``);
+        [] for a single thread."""
+        config = streams_config(self._config, threads)
         if config is None:
             return []
-        compiled = self._compiled(MODEL_FILES["decoder"], config)
+        compiled = self._compiled(model_file, config)
         return [compiled.create_infer_request() for _ in range(config["NUM_STREAMS"])]
 
     def _compile_encoder(self) -> None:
@@ -176,10 +181,8 @@ class OpenVINOEngine:
                 with stage("startup"):
                     self.ready()
             threads = int(self._encode_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
-            config = streams_config(self._config, threads)
             with stage("encoder"):
-                compiled = self._compiled(self._encoder_file, config) if config else None
-            self._encode_streams = [compiled.create_infer_request() for _ in range(2)] if compiled else []
+                self._encode_streams = self._stream_requests(self._encoder_file, threads)
         return self._encode_streams
 
     def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
