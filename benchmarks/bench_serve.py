@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medsam_lite.engines.precision import cpu_name
+from medsam_lite.engines.cpu import cpu_name
 
 XRAY = "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz"
 CT = "3DBox_CT_Lesion_000001_02_01_008-023.npz"

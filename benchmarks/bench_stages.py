@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.engines.openvino_import import import_openvino
-from medsam_lite.engines.precision import cpu_flags, cpu_name
+from medsam_lite.engines.cpu import cpu_flags, cpu_name
 
 
 def _bench_predict():

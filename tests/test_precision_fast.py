@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from medsam_lite.cli import main
 from medsam_lite.engines import precision
-from medsam_lite.engines.precision import FastRule, cpu_flags, fast_rule, meets_bar, resolve
+from medsam_lite.engines.cpu import cpu_flags
+from medsam_lite.engines.precision import FastRule, fast_rule, meets_bar, resolve
 
 from .conftest import ROOT
 

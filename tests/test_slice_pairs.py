@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medsam_lite.core.preprocess import image_to_model_input
+from medsam_lite.engines.cpu import cpu_name, pair_rule
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
 from medsam_lite.io.challenge import load_case
 from medsam_lite.pipeline import segment
@@ -34,7 +35,9 @@ def test_a_pair_gives_each_slice_its_own_embedding(exports, which):
 
 
 class OneAtATime:
-    """An engine's encoder and decoder without ``encode_pair``: slices encoded one at a time."""
+    """An engine's encoder and decoder, slices encoded one at a time (as on a CPU where pairs do not pay)."""
+
+    slice_pairs = False
 
     def __init__(self, engine) -> None:
         self._engine = engine
@@ -45,7 +48,9 @@ class OneAtATime:
 
 
 class Counted(OneAtATime):
-    """The engine with ``encode_pair``, its calls counted."""
+    """The engine with ``encode_pair`` used (as on a CPU where pairs pay), its calls counted."""
+
+    slice_pairs = True
 
     def encode_pair(self, first, second):
         self.pairs += 1
@@ -73,3 +78,22 @@ def test_volume_in_pairs_equals_one_slice_at_a_time(ov_engines, monkeypatch):
     counted = Counted(engine)
     segment_3d(counted, case.image, boxes)
     assert counted.pairs == 0  # 10 slices to encode: fewer than PAIRS_FROM, one at a time
+
+
+def cpuinfo(vendor: str, family: int, model: int, flags: str) -> str:
+    return (f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+            f"model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx2 {flags}\n")
+
+
+def test_pairs_run_only_on_the_cpu_kinds_where_they_were_measured_to_pay(ov_engines):
+    """Zen 4 gained 4 % a slice, Zen 5 lost 4 %, the Xeon with AMX gained nothing (engines.cpu.PAIR_RULES); a
+    kind never measured keeps one encoder (less memory). Cloud CPUs named just 'AMD EPYC' differ by family."""
+    zen4 = cpuinfo("AuthenticAMD", 25, 17, "avx512f avx512_bf16 avx512_vnni")
+    zen5 = cpuinfo("AuthenticAMD", 26, 2, "avx512f avx512_bf16 avx512_vnni avx_vnni avx512_vp2intersect")
+    zen3 = cpuinfo("AuthenticAMD", 25, 1, "fma")
+    xeon = cpuinfo("GenuineIntel", 6, 143, "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8")
+    assert [pair_rule(text).pairs for text in (zen4, zen5, zen3, xeon, "")] == [True, False, False, False, False]
+    assert [pair_rule(text).kind.split(" (")[0] for text in (zen4, zen5, zen3, xeon)] == \
+        ["AMD Zen 4", "AMD Zen 5", "other", "AMX"]
+    assert cpu_name(zen5) == "AMD EPYC (family 26 model 2)" and cpu_name("model name\t: Apple M2\n") == "Apple M2"
+    assert ov_engines("seeded").slice_pairs is pair_rule().pairs  # this machine's own kind decides

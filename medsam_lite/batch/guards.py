@@ -63,7 +63,8 @@ def check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> 
 def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int) -> int:
     """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
     as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``), the engine's
-    second encoder where a volume's slices go in pairs (counted again once it exists: a margin) and a margin."""
+    second encoder where a volume's slices may go in pairs (counted on every kind of CPU, and again once it exists:
+    a margin where pairs do not run) and a margin."""
     from medsam_lite.pipeline.segment import EMBEDDING_BYTES, PAIRED_ENCODER_BYTES, PAIRS_FROM
 
     image = headers.get("imgs")

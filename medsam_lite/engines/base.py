@@ -14,7 +14,8 @@ class Engine(Protocol):
     ``masks`` takes that embedding, (N, 4) int64 boxes at 256, the (h, w) of the resized image and the
     original (H, W), and yields N boolean (H, W) masks in box order. An engine may also have
     ``encode_pair(first, second)``: two such inputs -> their two embeddings, the same as ``encode`` gives, computed
-    side by side (the OpenVINO engine); a volume's slices then go in pairs (``pipeline.segment.SliceEncoder``).
+    side by side (the OpenVINO engine), and ``slice_pairs``: True where that pays on this CPU; a volume's slices
+    then go in pairs (``pipeline.segment.SliceEncoder``).
     """
 
     name: str

@@ -18,6 +18,7 @@ import numpy as np
 
 from medsam_lite.core.timing import stage
 from medsam_lite.engines.box_decoder import BoxDecoder
+from medsam_lite.engines.cpu import pair_rule
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
 from medsam_lite.engines.precision import resolve
@@ -44,12 +45,14 @@ def streams_config(config: dict, threads: int) -> dict | None:
     The decoder's box part: a box's many small operations (7 prompt tokens) leave threads waiting on each other.
     Measured on the 2-core Xeon with AMX (24 boxes of the microscopy volume's middle slice, best of 5, twice):
     one box at a time on both threads 11.2 ms/box, on one thread 20.0, two side by side on one thread each
-    9.9-10.0 (1.12x). The encoder (``OpenVINOEngine.encode_pair``): on the Xeon two slices side by side gained
-    nothing (284 vs 283 ms a slice, its large matmuls keep both threads busy); on the 2-core AMD EPYC (export
-    format 10, 6 slices of AMOS CT a round, 30 rounds interleaved) 568 against 591 ms a slice (medians), where the
-    machine's spread (a round 518-797 ms) hits two threads in lock-step harder than two independent ones. Two
-    streams, not one per thread: each costs its own memory (about 55 MiB for the box part; the encoder's pair
-    about 240 MiB, microscopy 3D peak RSS 644 -> 887 MiB), and more were never measured."""
+    9.9-10.0 (1.12x); on the 2-core AMD EPYC Zen 5 (the same boxes, 12 rounds interleaved) 7.19 -> 6.82 ms/box.
+    The encoder (``OpenVINOEngine.encode_pair``) pays only on some kinds of CPU (``engines.cpu.PAIR_RULES``): on
+    the AMD EPYC Zen 4, whose spread (a round 518-797 ms) hits two threads in lock-step harder than two
+    independent ones, 591 -> 568 ms a slice; on the Xeon nothing, on the Zen 5 4 % lost. Two streams, not one per
+    thread: each costs its own memory (about 55 MiB for the box part; the encoder's pair about 180-240 MiB,
+    microscopy 3D peak RSS 644 -> 887 MiB on the Zen 4, 627 -> 807 on the Zen 5), and more were never measured.
+    Their compiled form comes from the same model-cache entry as the one-stream model's (OpenVINO's cache key
+    leaves the stream count out): ``check`` fills it for both."""
     if threads < 2:
         return None
     streams = {key: value for key, value in config.items() if key != "PERFORMANCE_HINT"}
@@ -101,6 +104,9 @@ class OpenVINOEngine:
         self._encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
         self._encode_request = None
         self._encode_streams: list | None = None  # encode_pair's requests, compiled on its first call
+        # whether a volume's slices go two side by side (segment_3d, encode_pair): where that was measured to pay
+        # on this kind of CPU (engines.cpu.PAIR_RULES); the embeddings are the same either way
+        self.slice_pairs = pair_rule().pairs
         self._encoder_error: ExportError | None = None
         self._encoder_thread = threading.Thread(target=self._compile_encoder, name="compile-encoder", daemon=True)
         self._encoder_thread.start()

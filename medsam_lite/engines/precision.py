@@ -7,9 +7,9 @@ meets the bar on any kind measured, so ``fast`` runs f32 everywhere and says why
 """
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
-from pathlib import Path
+
+from medsam_lite.engines.cpu import cpu_flags
 
 MODES = ("f32", "bf16", "int8")
 CHOICES = (*MODES, "fast")
@@ -51,29 +51,6 @@ FAST_RULES = (
              "not measured on this kind; bf16 has no units here and int8 loses accuracy on every CPU measured "
              "(mean DSC -0.0070, worst case -0.108)"),
 )
-
-
-def _cpuinfo(key: str, text: str | None = None) -> str | None:
-    """The first ``key : value`` of /proc/cpuinfo (or ``text``); None where there is none (not Linux)."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == key:
-            return value.strip()
-    return None
-
-
-def cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or "unknown CPU"
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The instruction-set flags of this CPU (of ``cpuinfo``, a /proc/cpuinfo text); empty where unknown."""
-    return frozenset((_cpuinfo("flags", cpuinfo) or "").split())
 
 
 def fast_rule(flags: frozenset[str] | None = None) -> FastRule:

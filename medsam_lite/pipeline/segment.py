@@ -17,12 +17,13 @@ from medsam_lite.core.timing import stage
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
 DEFAULT_CACHE_BYTES = 1 << 30  # 256 slice embeddings
-# Slices a sweep must encode before they are encoded two side by side (``SliceEncoder``): the engine's second
-# encoder compiles in about 0.2 s (from the model cache) and a pair saves about 45 ms on the 2-core AMD EPYC, so
-# the CT lesions' 7-13 slices stay one at a time. Whole `predict` processes there (export format 10, interleaved
-# one at a time, pairs, pairs, one at a time; the same masks): microscopy 3D (120 slices, 24 boxes) encoder stage
-# 66.2 / 66.7 -> 62.0 / 62.0 s, case 108.9 / 109.4 -> 103.4 / 102.4 s; AMOS CT (63) 33.5 / 33.2 -> 33.0 / 33.4 s
-# and BraTS MR (70) 35.2 / 42.3 -> 36.9 / 38.1 s, within that machine's spread.
+# Slices a sweep must encode before they are encoded two side by side (``SliceEncoder``, on the kinds of CPU where
+# that pays: the engine's ``slice_pairs``, engines.cpu.PAIR_RULES): the engine's second encoder loads in about 0.2 s
+# (from the model cache) and a pair saves about 45 ms on the 2-core AMD EPYC Zen 4, so the CT lesions' 7-13 slices
+# stay one at a time. Whole `predict` processes there (export format 10, interleaved one at a time, pairs, pairs,
+# one at a time; the same masks): microscopy 3D (120 slices, 24 boxes) encoder stage 66.2 / 66.7 -> 62.0 / 62.0 s,
+# case 108.9 / 109.4 -> 103.4 / 102.4 s; AMOS CT (63) 33.5 / 33.2 -> 33.0 / 33.4 s and BraTS MR (70) 35.2 / 42.3 ->
+# 36.9 / 38.1 s, within that machine's spread.
 PAIRS_FROM = 16
 PAIRED_ENCODER_BYTES = 256 << 20  # what that second encoder adds to the peak (microscopy 3D: 644 -> 887 MiB RSS)
 
@@ -202,7 +203,7 @@ def segment_3d(
     needed_down = {z for t in tracks for z in range(t.z_first, t.z_middle)}
     cache = EmbeddingCache(cache_bytes)
     embed = slice_embedding or (lambda z: encode_image(engine, volume[z]))
-    if slice_embedding is None and not until_empty and hasattr(engine, "encode_pair") \
+    if slice_embedding is None and not until_empty and getattr(engine, "slice_pairs", False) \
             and len(needed_down.union(needed_up)) >= PAIRS_FROM:  # every planned slice is asked for
         order = needed_up + sorted(needed_down, reverse=True)
         embed = SliceEncoder(engine, volume, order, held=lambda z: z in cache.entries)
