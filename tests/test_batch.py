@@ -20,6 +20,7 @@ from medsam_lite.batch import guards, runner
 from medsam_lite.cli import main
 from medsam_lite.batch.folder import find_cases, select_shard, shard_of
 from medsam_lite.batch.runner import run_folder
+from medsam_lite.engines.cpu import pair_rule
 
 from .conftest import ROOT
 
@@ -95,9 +96,26 @@ def test_case_too_large_for_memory_is_refused_unread_and_the_run_goes_on(inputs,
     result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded")])
     assert result.exit_code == 1
     line = next(line for line in result.stderr.splitlines() if line.startswith("ERROR 3DBox_huge.npz:"))
-    assert "needs about 129,664 MiB (imgs (4000, 4096, 4096))" in line and "MiB (imgs (4000, 4096, 4096)) but this process may use only" in line
+    # 62.5 GiB image, 62.5 GiB labels, 1 GiB embedding cache, 128 MiB per-slice work, 256 MiB margin, and the
+    # second encoder's 256 MiB only where this CPU's slices go in pairs (the OpenVINO engine's ``slice_pairs``)
+    needed = "129,664" if pair_rule().pairs else "129,408"
+    assert f"needs about {needed} MiB (imgs (4000, 4096, 4096)) but this process may use only" in line
     assert "not loaded" in line
     assert sorted(p.name for p in out.iterdir()) == ["2DBox_case0.npz", "2DBox_case1.npz"]
+
+
+def test_second_encoder_is_counted_only_for_an_engine_that_pairs_slices():
+    from medsam_lite.pipeline.segment import PAIRED_ENCODER_BYTES, PAIRS_FROM
+
+    def needed(depth: int, slice_pairs: bool) -> int:
+        header = guards.ArrayHeader(shape=(depth, 512, 512), dtype=np.dtype(np.int16))
+        return guards.case_peak_bytes("3DBox_CT_x.npz", {"imgs": header}, 1 << 30, slice_pairs)
+
+    assert needed(PAIRS_FROM, True) - needed(PAIRS_FROM, False) == PAIRED_ENCODER_BYTES
+    assert needed(PAIRS_FROM - 1, True) == needed(PAIRS_FROM - 1, False)  # too few slices to pair
+    # int16 image as stored and as uint8, uint8 labels, 4 MiB of embedding a slice, 8 bytes a pixel, the margin
+    depth = PAIRS_FROM - 1
+    assert needed(depth, False) == depth * 512 * 512 * 4 + depth * (4 << 20) + 8 * 512 * 512 + guards.CASE_MARGIN_BYTES
 
 
 def test_memory_budget_from_environment_names_both_numbers(inputs, tmp_path, checkpoint_path):

@@ -60,11 +60,11 @@ def check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> 
                                    f"overwritten; choose another folder")
 
 
-def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int) -> int:
+def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int, slice_pairs: bool = False) -> int:
     """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
     as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``), the engine's
-    second encoder where a volume's slices may go in pairs (counted on every kind of CPU, and again once it exists:
-    a margin where pairs do not run) and a margin."""
+    second encoder where its ``slice_pairs`` says a volume's slices go in pairs (counted again once it exists: a
+    margin) and a margin."""
     from medsam_lite.pipeline.segment import EMBEDDING_BYTES, PAIRED_ENCODER_BYTES, PAIRS_FROM
 
     image = headers.get("imgs")
@@ -77,7 +77,8 @@ def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int
     if is_3d_name(name) and len(image.shape) == 3:
         depth, height, width = image.shape
         labels = depth * height * width * label_bytes
-        cache = min(cache_bytes, depth * EMBEDDING_BYTES) + (PAIRED_ENCODER_BYTES if depth >= PAIRS_FROM else 0)
+        paired = PAIRED_ENCODER_BYTES if slice_pairs and depth >= PAIRS_FROM else 0
+        cache = min(cache_bytes, depth * EMBEDDING_BYTES) + paired
     else:
         height, width = image.shape[:2]
         labels = height * width * label_bytes
@@ -183,9 +184,11 @@ class MemoryBudget:
         return cls(max(room, 0), source)
 
 
-def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = None) -> None:
+def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = None,
+                    slice_pairs: bool = False) -> None:
     """Raise CaseError naming both numbers when the case at ``path`` needs more memory than ``budget``
-    (default: measured now) allows. Reads only the .npy headers."""
+    (default: measured now) allows, with ``slice_pairs`` the engine's (see ``case_peak_bytes``). Reads only the
+    .npy headers."""
     budget = budget or MemoryBudget.now()
     if budget.bytes is None:
         return
@@ -193,7 +196,7 @@ def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = 
         headers = read_npz_headers(path)
     except CaseError:
         return  # not a readable .npz: load_case says what it is
-    needed = case_peak_bytes(Path(path).name, headers, cache_bytes)
+    needed = case_peak_bytes(Path(path).name, headers, cache_bytes, slice_pairs)
     if needed > budget.bytes:
         raise CaseError(
             f"needs about {needed / MIB:,.0f} MiB (imgs {headers['imgs'].shape}) but this process may use only "
