@@ -14,7 +14,8 @@ matmul's rate moved between ~135 and ~190 GFLOP/s in phases of a few seconds whi
 
 With ``--profile``, also where one encoder pass and one box of the decoder spend their time, per op type of
 the compiled graph (OpenVINO's per-node counters, the fastest of 5 runs): milliseconds, share, and GFLOP/s of
-the matmuls and convolutions; give two export folders to compare them side by side in one run.
+the matmuls and convolutions, and the encoder pass again per part (stages 0-3, the neck); give two export folders
+to compare them side by side in one run.
 
 Usage: python benchmarks/bench_stages.py --export-dir DIR [--shared ../shared] [--only SUBSTRING ...]
        [--repeat N] [--threads N] [--profile [DIR ...]] [--no-cases]
@@ -78,7 +79,17 @@ def model_gflop(model) -> float:
 
 
 def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs. A matmul,
+    """(best wall ms, {op type: (ms, GFLOP)}) of the compiled ``model``'s fastest of 5 runs (``node_profile``)."""
+    wall, nodes = node_profile(core, config, model, inputs)
+    table: dict[str, tuple[float, float]] = {}
+    for _, kind, ms, gflop in nodes:
+        total_ms, total = table.get(kind, (0.0, 0.0))
+        table[kind] = (total_ms + ms, total + gflop)
+    return wall, table
+
+
+def node_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, list[tuple[str, str, float, float]]]:
+    """(best wall ms, [(node name, op type, ms, GFLOP)]) of the compiled ``model``'s fastest of 5 runs. A matmul,
     convolution or fused-subgraph node gets the FLOPs of the source ops it was made of (its
     ``originalLayersNames``, each counted once, else the MatMul of its scope); other nodes and nodes whose
     source ops cannot be told (an unnamed scope) count none, so a type's GFLOP/s is a floor."""
@@ -108,12 +119,49 @@ def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[flo
         wall = time.perf_counter() - start
         if best is None or wall < best[0]:
             best = (wall, [(p.node_name, p.node_type, p.real_time.total_seconds()) for p in request.profiling_info])
-    table: dict[str, tuple[float, float]] = {}
-    for name, kind, seconds in best[1]:
-        if seconds > 0:
-            ms, total = table.get(kind, (0.0, 0.0))
-            table[kind] = (ms + seconds * 1000, total + node_flops.get(name, 0.0))
-    return best[0] * 1000, table
+    nodes = [(name, kind, seconds * 1000, node_flops.get(name, 0.0)) for name, kind, seconds in best[1] if seconds > 0]
+    return best[0] * 1000, nodes
+
+
+def encoder_part(node_name: str) -> str:
+    """The part of the image encoder a compiled node's name places it in: a stage (TinyViT's layers.1-3), the neck,
+    stage 0 (the patch embedding and layers.0, or in the exported form ops traced at the encoder's own level: the
+    strips of ``modeling.row_strips``), or "unnamed" (nodes OpenVINO made and named itself)."""
+    parts = node_name.split("/")
+    for i, label in ((1, "stage 1 (128 x 128, windows of 7)"), (2, "stage 2 (64 x 64, windows of 14)"),
+                     (3, "stage 3 (64 x 64, windows of 7)")):
+        if f"layers.{i}" in parts:
+            return label
+    if "neck" in parts:
+        return "neck"
+    if "patch_embed" in parts or "layers.0" in parts or parts[:2] == ["", "image_encoder"]:
+        return "stage 0 (256 x 256, MBConv, merge)"
+    return "unnamed"
+
+
+def print_encoder_parts(core, config: dict, export_dirs: list[Path]) -> None:
+    """One encoder pass per part of the encoder (``encoder_part``), export folders side by side: ms, share,
+    GFLOP/s of the matmuls and convolutions counted there."""
+    from medsam_lite.engines.manifest import MODEL_FILES
+
+    x = np.random.default_rng(3).random((1, 3, 256, 256), dtype=np.float32)
+    results = []
+    for export_dir in export_dirs:
+        _, nodes = node_profile(core, config, core.read_model(export_dir / MODEL_FILES["encoder"]), [x])
+        parts: dict[str, tuple[float, float]] = {}
+        for name, _, ms, gflop in nodes:
+            total_ms, total = parts.get(encoder_part(name), (0.0, 0.0))
+            parts[encoder_part(name)] = (total_ms + ms, total + gflop)
+        results.append(parts)
+    print("\nencoder pass by part: ms, share, GFLOP/s")
+    print(f"{'part':<36}" + "".join(f"{d.name[-22:]:>34}" for d in export_dirs))
+    for part in sorted({p for parts in results for p in parts}, key=lambda p: (p in ("neck", "unnamed"), p == "unnamed", p)):
+        cells = []
+        for parts in results:
+            ms, gflop = parts.get(part, (0.0, 0.0))
+            total = sum(t for t, _ in parts.values())
+            cells.append(f"{ms:9.2f} ms {100 * ms / total:5.1f} %" + (f" {gflop / ms * 1000:6.0f}" if gflop and ms else " " * 7))
+        print(f"{part:<36}" + "".join(f"{c:>34}" for c in cells))
 
 
 def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
@@ -233,6 +281,7 @@ def main() -> int:
           f"{100 * gflop / seconds / peak:.0f} % of the matmul peak")
     if args.profile is not None:
         print_profiles(core, config, [args.export_dir, *args.profile])
+        print_encoder_parts(core, config, [args.export_dir, *args.profile])
     return 0
 
 
