@@ -48,6 +48,7 @@ def bad_folder(tmp_path_factory):
     good = (folder / "2DBox_ok.npz").read_bytes()
     (folder / "2DBox_truncated.npz").write_bytes(good[: len(good) // 2])
     (folder / "2DBox_not_npz.npz").write_bytes(b"this is a text file\n" * 20)
+    (folder / "2DBox_empty_file.npz").write_bytes(b"")
     np.save(folder / "2DBox_plain_npy.npz", _image_2d())  # np.save appends .npy -> not picked up
     (folder / "2DBox_single_array.npz").write_bytes((folder / "2DBox_plain_npy.npz.npy").read_bytes())
     (folder / "notes.txt").write_text("not a case")
@@ -77,7 +78,8 @@ FAILURES = {
     "3DBox_wrong_rank.npz": "imgs has shape (6, 64, 64, 1); a 3D case needs (D, H, W)",
     "3DBox_rgb_image.npz": "an RGB 2D image; a 3D case needs (D, H, W) grey slices",
     "2DBox_truncated.npz": "cannot read as .npz",
-    "2DBox_not_npz.npz": "cannot read as .npz",
+    "2DBox_not_npz.npz": "not an .npz archive: neither a zip archive nor an .npy array (it starts with b'this i')",
+    "2DBox_empty_file.npz": "not an .npz archive: the file is empty",
     "2DBox_single_array.npz": "not an .npz archive",
 }
 SUCCESSES = [
@@ -96,6 +98,7 @@ def test_each_failure_is_one_line_naming_file_and_problem(bad_run):
         lines = [line for line in result.stderr.splitlines() if line.startswith(f"ERROR {name}:")]
         assert len(lines) == 1, (name, result.stderr)
         assert problem in lines[0], lines[0]
+        assert "pickle" not in lines[0], lines[0]  # numpy's advice for files it tried to unpickle is no help here
         assert not (out / name).exists()
 
 

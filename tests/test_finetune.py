@@ -101,6 +101,9 @@ def test_bad_cases_are_named_and_left_out(data, tmp_path):
         read_case(sources[CASES_2D[0]])
     with pytest.raises(CaseError, match=r"\(100, 100\) but imgs is \(240, 320\): images and labels on different grids"):
         read_case(sources[CASES_2D[1]])
+    (data / "gts" / CASES_2D[2]).write_bytes(b"labels were exported elsewhere\n")
+    with pytest.raises(CaseError, match=f"labels .*gts/{CASES_2D[2]}: not an .npz archive: neither a zip archive"):
+        read_case(sources[CASES_2D[2]])
     with pytest.raises(ValueError, match="expected imgs/ \\+ gts/"):
         find_cases([tmp_path])
 

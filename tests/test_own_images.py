@@ -357,6 +357,11 @@ def test_to_npz_label_slices_only_and_to_nifti_back(tmp_path):
     refused = _run("convert", "to-nifti", cut, "-o", tmp_path / "x.nii.gz", "--like", image)
     assert refused.exit_code == 1 and "cannot be placed back" in refused.stderr
     assert not (tmp_path / "x.nii.gz").exists()
+    text = tmp_path / "notes_segs.npz"
+    text.write_text("segs: see the spreadsheet\n")
+    garbage = _run("convert", "to-nifti", text, "-o", tmp_path / "y.nii.gz", "--like", image)
+    assert garbage.exit_code == 1 and "notes_segs.npz: not an .npz archive: neither a zip archive" in garbage.stderr
+    assert "pickle" not in garbage.stderr and not (tmp_path / "y.nii.gz").exists()
 
 
 # --- bad input: one line each, the other images still written, exit 1 ---

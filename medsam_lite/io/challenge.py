@@ -17,17 +17,42 @@ from medsam_lite.core.case import Case, CaseError, check_boxes, is_3d_name
 from medsam_lite.io.layout2025 import UnsafePickle, boxes_from_dicts, read_object_array
 
 
-def _read_arrays(path: Path, is_3d: bool) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The arrays of a case (``imgs``; ``boxes`` and ``prev_pred`` where present) and the names in the file.
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first member, or an empty archive
+NPY_START = b"\x93NUMPY"
 
-    Nothing is unpickled by numpy: a pickled ``boxes`` (the 2025 layout) goes through ``layout2025``."""
+
+def _check_start(path: Path) -> None:
+    """CaseError unless the file starts as a zip archive or an .npy array: anything else numpy would try to read
+    as a pickle and answer with advice about ``allow_pickle``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_START))
+    except OSError as exc:
+        raise CaseError(f"cannot read: {exc.strerror or exc}") from exc
+    if not head:
+        raise CaseError("not an .npz archive: the file is empty")
+    if not head.startswith(ZIP_STARTS) and head != NPY_START:
+        raise CaseError(f"not an .npz archive: neither a zip archive nor an .npy array (it starts with {head!r})")
+
+
+def open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """The .npz archive at ``path``, opened without unpickling anything; CaseError saying what it is instead (the
+    caller names the file)."""
+    _check_start(path)
     try:
         data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CaseError(f"cannot read as .npz (truncated or not an npz file): {exc}") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise CaseError("not an .npz archive (it holds a single .npy array)")
-    with data:
+    return data
+
+
+def _read_arrays(path: Path, is_3d: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of a case (``imgs``; ``boxes`` and ``prev_pred`` where present) and the names in the file.
+
+    Nothing is unpickled by numpy: a pickled ``boxes`` (the 2025 layout) goes through ``layout2025``."""
+    with open_npz(path) as data:
         required = ("imgs",) if is_3d else ("imgs", "boxes")  # a 2025 3D case may come without boxes
         missing = [k for k in required if k not in data.files]
         if missing:

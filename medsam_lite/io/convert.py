@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.core.case import CaseError, label_dtype
+from medsam_lite.io.challenge import open_npz
 from medsam_lite.io.image_case import ImageOptions, model_image, resolve_modality
 from medsam_lite.io.image import Geometry, ImageError
 from medsam_lite.io.intensity import window_for
@@ -86,8 +87,10 @@ def to_npz(image_path: Path, out: Path, options: ImageOptions, labels_path: Path
 
 def _read_npz_array(path: Path, key: str) -> np.ndarray | None:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open_npz(path) as data:
             return data[key] if key in data.files else None
+    except CaseError as exc:
+        raise CaseError(f"{path.name}: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise CaseError(f"cannot read {path.name} as .npz: {exc}") from exc
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.core.case import CaseError
-from medsam_lite.io.challenge import load_case
+from medsam_lite.io.challenge import load_case, open_npz
 from medsam_lite.io.image import ImageError, case_name, image_suffix
 
 PAIR_FOLDERS = (("imgs", "gts"), ("images", "labels"), ("imagesTr", "labelsTr"))
@@ -101,7 +101,11 @@ def read_case(source: CaseSource, modality: str | None = None, window: tuple[flo
 
 def _read_challenge(source: CaseSource) -> TrainingCase:
     case = load_case(source.image)
-    with np.load(source.labels, allow_pickle=False) as data:
+    try:
+        labels_file = open_npz(source.labels)
+    except CaseError as exc:
+        raise CaseError(f"labels {source.labels}: {exc}") from exc
+    with labels_file as data:
         if "gts" not in data.files:
             raise CaseError(f"{source.labels} has no gts array")
         gts = data["gts"]
