@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from .runner import evaluate_folder, summarise, summary_table, write_metrics_csv, write_summary_json
+from .runner import evaluate_folder, npz_names, summarise, summary_table, write_metrics_csv, write_summary_json
 
 
 def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True, workers: int = 1,
@@ -29,6 +29,11 @@ def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True
     if not rows:
         print(f"error: no .npz ground-truth cases in {gt_dir}", file=sys.stderr)
         return 2
+    unscored = sorted(set(npz_names(Path(seg_dir))) - {row.case for row in rows})
+    if unscored:  # a misnamed prediction would otherwise vanish from the scores without a word
+        shown = ", ".join(unscored[:5]) + (f" and {len(unscored) - 5} more" if len(unscored) > 5 else "")
+        print(f"WARNING {len(unscored)} prediction(s) in {seg_dir} have no ground truth in {gt_dir} and are not "
+              f"scored: {shown}", file=sys.stderr)
     write_metrics_csv(csv_path, rows, nsd=nsd)
     summary = summarise(rows)
     summary["seconds"] = round(time.perf_counter() - start, 3)

@@ -13,6 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
+from medsam_lite.core.case import CaseError
+from medsam_lite.io.challenge import open_npz
+
 from .metrics import case_metrics
 
 SPACING_ORDERS = ("stored", "zyx")
@@ -41,15 +44,22 @@ def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spac
     seg_path = seg_dir / case
     if not seg_path.is_file():
         return CaseRow(case, 0.0, 0.0 if nsd else None, "missing prediction: scored 0", warning=True)
+    gt_path = gt_dir / case
     try:
-        with np.load(gt_dir / case) as gt_file, np.load(seg_path) as seg_file:
-            gts, segs = gt_file["gts"], seg_file["segs"]
+        with _open(gt_path, "ground truth") as gt_file, _open(seg_path, "prediction") as seg_file:
+            gts = _array(gt_file, "gts", gt_path, "ground truth")
+            segs = _array(seg_file, "segs", seg_path, "prediction")
             spacing = None
             if case.startswith("3D"):
-                spacing = tuple(float(s) for s in gt_file["spacing"])
+                spacing = (1.0, 1.0, 1.0)  # read by NSD alone
+                if nsd:
+                    stored = _array(gt_file, "spacing", gt_path, "ground truth", " (a 3D case's NSD needs it)")
+                    spacing = tuple(float(s) for s in stored)
                 if spacing_order == "zyx":
                     spacing = spacing[::-1]
         metrics = case_metrics(gts, segs, spacing, nsd=nsd)
+    except CaseError as exc:
+        return CaseRow(case, None, None, f"error: {exc}", error=True)
     except Exception as exc:  # one unreadable case must not stop the others
         return CaseRow(case, None, None, f"error: {type(exc).__name__}: {exc}", error=True)
     note = ""
@@ -60,14 +70,31 @@ def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spac
     return CaseRow(case, metrics.dsc, metrics.nsd, note)
 
 
-def find_gt_cases(gt_dir: Path) -> list[str]:
-    return sorted(p.name for p in gt_dir.iterdir() if p.is_file() and p.suffix == ".npz")
+def _open(path: Path, what: str) -> np.lib.npyio.NpzFile:
+    """The .npz at ``path``; CaseError naming it (``what``: prediction or ground truth) when it is none."""
+    try:
+        return open_npz(path)
+    except CaseError as exc:
+        raise CaseError(f"the {what} {path.parent.name}/{path.name}: {exc}") from exc
+
+
+def _array(data: np.lib.npyio.NpzFile, key: str, path: Path, what: str, why: str = "") -> np.ndarray:
+    """Array ``key`` of an open .npz; CaseError naming the file and the arrays it has when it is missing."""
+    if key not in data.files:
+        raise CaseError(f"the {what} {path.parent.name}/{path.name} has no {key} array{why}; it has "
+                        f"{', '.join(data.files) or 'none'}")
+    return data[key]
+
+
+def npz_names(folder: Path) -> list[str]:
+    """The names of the .npz files in ``folder``, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix == ".npz")
 
 
 def evaluate_folder(seg_dir: Path, gt_dir: Path, nsd: bool = True, workers: int = 1,
                     spacing_order: str = "stored") -> Iterator[CaseRow]:
     """Rows in completion order; ``workers`` > 1 uses a process pool."""
-    cases = find_gt_cases(gt_dir)
+    cases = npz_names(gt_dir)
     run = partial(evaluate_case, seg_dir=seg_dir, gt_dir=gt_dir, nsd=nsd, spacing_order=spacing_order)
     if workers <= 1 or len(cases) <= 1:
         yield from map(run, cases)

@@ -162,6 +162,13 @@ def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
     np.savez(gts / "2DBox_XRay_c.npz", gts=gt[3])
     np.savez(segs / "3DBox_CT_b.npz", segs=gt[:, :8])
     np.savez(segs / "2DBox_XRay_c.npz", segs=gt[3])
+    np.savez(gts / "3DBox_CT_d.npz", gts=gt)  # no spacing
+    np.savez(segs / "3DBox_CT_d.npz", segs=gt)
+    np.savez(gts / "3DBox_CT_e.npz", gts=gt, spacing=np.ones(3))
+    np.savez(segs / "3DBox_CT_e.npz", labels=gt)  # the wrong array name
+    np.savez(gts / "3DBox_CT_f.npz", gts=gt, spacing=np.ones(3))
+    (segs / "3DBox_CT_f.npz").write_text("not saved by numpy")
+    np.savez(segs / "3DBox_CT_g.npz", segs=gt)  # no ground truth of that name
     out = tmp_path / "m.csv"
     done = subprocess.run([sys.executable, "-m", "medsam_lite", "evaluate", "-s", segs, "-g", gts, "-o", out,
                            "--summary-json", tmp_path / "s.json"], capture_output=True, text=True, cwd=ROOT)
@@ -171,13 +178,23 @@ def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
     assert "missing prediction" in rows["3DBox_CT_a.npz"]["note"]
     assert rows["3DBox_CT_b.npz"]["dsc"] == "" and "shape" in rows["3DBox_CT_b.npz"]["note"]
     assert rows["2DBox_XRay_c.npz"]["dsc"] == "1.0" and rows["2DBox_XRay_c.npz"]["nsd"] == "1.0"
+    assert rows["3DBox_CT_d.npz"]["note"] == ("error: the ground truth gts/3DBox_CT_d.npz has no spacing array (a 3D "
+                                              "case's NSD needs it); it has gts")
+    assert rows["3DBox_CT_e.npz"]["note"] == "error: the prediction segs/3DBox_CT_e.npz has no segs array; it has labels"
+    assert rows["3DBox_CT_f.npz"]["note"].startswith("error: the prediction segs/3DBox_CT_f.npz: not an .npz archive")
+    assert "pickle" not in done.stderr
+    assert f"WARNING 1 prediction(s) in {segs} have no ground truth in {gts} and are not scored: 3DBox_CT_g.npz" in done.stderr
     assert "ERROR 3DBox_CT_b.npz" in done.stderr and "WARNING 3DBox_CT_a.npz: missing prediction" in done.stderr
     assert "XRay" in done.stdout and "mean (modalities)" in done.stdout
     import json
 
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["modalities"]["CT"]["dsc"] == 0.0 and summary["modalities"]["XRay"]["dsc"] == 1.0
-    assert summary["mean_over_modalities"]["dsc"] == 0.5 and summary["errors"] == 1
+    assert summary["mean_over_modalities"]["dsc"] == 0.5 and summary["errors"] == 4
+    dsc_only = subprocess.run([sys.executable, "-m", "medsam_lite", "evaluate", "-s", segs, "-g", gts, "-o", out,
+                               "--no-nsd"], capture_output=True, text=True, cwd=ROOT)
+    assert dsc_only.returncode == 1
+    assert _read_csv(out)["3DBox_CT_d.npz"]["dsc"] == "1.0"  # DSC needs no spacing
 
 
 def test_spacing_order_zyx_changes_anisotropic_nsd():
