@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -365,6 +367,33 @@ def test_to_npz_label_slices_only_and_to_nifti_back(tmp_path):
 
 
 # --- bad input: one line each, the other images still written, exit 1 ---
+
+def test_a_corrupt_picture_gets_our_line_and_not_opencvs(tmp_path):
+    """OpenCV logs its decoder's complaints to the process's stderr; `segment` says what is wrong in one line of its
+    own, so OpenCV's are held back while it reads, and its log level is restored afterwards."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 8 + b"garbage, not an IHDR chunk")
+    script = f"""
+import cv2
+from pathlib import Path
+from medsam_lite.io.image import ImageError
+from medsam_lite.io.raster import read_raster_array
+before = cv2.utils.logging.getLogLevel()
+try:
+    read_raster_array(Path({str(broken)!r}))
+except ImageError as exc:
+    print("refused:", exc)
+print("level restored:", cv2.utils.logging.getLogLevel() == before)
+cv2.imread({str(broken)!r}, cv2.IMREAD_UNCHANGED)  # outside the block OpenCV speaks again
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "refused: cannot read as an image" in done.stdout and "level restored: True" in done.stdout
+    assert "IHDR" in done.stderr  # OpenCV does complain about this file when nothing holds it back
+    quiet = subprocess.run([sys.executable, "-c", script.rsplit("cv2.imread", 1)[0]], capture_output=True, text=True,
+                           cwd=ROOT)
+    assert quiet.stderr == "", quiet.stderr
+
 
 def test_bad_images_and_prompts_fail_alone(tmp_path, exports):
     volume, boxes = np.load(DEMO_3D)["imgs"], np.load(DEMO_3D)["boxes"]

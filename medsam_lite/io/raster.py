@@ -2,7 +2,10 @@
 RGB order), and label maps written as PNG."""
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -50,6 +53,32 @@ def as_rgb(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
+_quiet_lock = threading.Lock()
+_quiet_blocks = 0  # blocks inside opencv_quiet now (the service decodes in several threads)
+_level_before = 0  # OpenCV's log level before the first of them
+
+
+@contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log lines (``[ERROR:0@0.07] global grfmt_png.cpp ... IHDR chunk shall be first``) held back
+    within the block: a file it cannot decode gets our one error line naming it instead. The level is restored
+    when the last block open in any thread ends."""
+    global _quiet_blocks, _level_before
+    logging = cv2.utils.logging
+    with _quiet_lock:
+        if _quiet_blocks == 0:
+            _level_before = logging.getLogLevel()
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        _quiet_blocks += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_blocks -= 1
+            if _quiet_blocks == 0:
+                logging.setLogLevel(_level_before)
+
+
 def read_raster_array(path: Path) -> np.ndarray:
     """(H, W) or (H, W, C) as stored, channels in RGB(A) order."""
     try:
@@ -58,7 +87,8 @@ def read_raster_array(path: Path) -> np.ndarray:
         raise ImageError(f"cannot read: {exc}") from exc
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise ImageError(f"is {size[1]}x{size[0]} pixels; more than the {MAX_PIXELS:,} this reads")
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with opencv_quiet():
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError("cannot read as an image (not a PNG/JPEG/BMP/TIFF file, truncated, or unsupported)")
     return as_rgb(pixels)
