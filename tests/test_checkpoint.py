@@ -1,6 +1,9 @@
 """Loading the official checkpoint layout, wrapped training checkpoints, and refusing anything else."""
 from __future__ import annotations
 
+import argparse
+from fractions import Fraction
+
 import pytest
 import torch
 
@@ -50,8 +53,29 @@ def test_wrong_shape_and_non_checkpoint_refused(tmp_path):
         load_model(path)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pth is not a PyTorch checkpoint: it starts with b'not '"):
         load_model(junk)
+
+
+def test_unreadable_checkpoints_say_what_is_in_the_way_without_torchs_advice(checkpoint_path, tmp_path):
+    raw = torch.load(checkpoint_path("seeded"), map_location="cpu", weights_only=True)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(checkpoint_path("seeded").read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*truncated.pth: PytorchStreamReader failed "
+                                              "reading zip archive: failed finding central directory$"):
+        load_model(truncated)
+    with_object = tmp_path / "with_object.pth"
+    torch.save({"model": raw, "loss": Fraction(1, 3)}, with_object)  # any class outside the allow-list
+    with pytest.raises(CheckpointError) as info:
+        load_model(with_object)
+    assert "it holds a fractions.Fraction object beside the weights, which weights-only loading refuses" in str(info.value)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+    # a training script's arguments beside the weights load (argparse.Namespace is allowed)
+    with_args = tmp_path / "with_args.pth"
+    torch.save({"model": raw, "args": argparse.Namespace(lr=5e-3, epochs=10)}, with_args)
+    model, notes = load_model(with_args)
+    assert any("ignored: args" in note for note in notes)
+    assert torch.equal(model.state_dict()["mask_decoder.iou_token.weight"], raw["mask_decoder.iou_token.weight"])
 
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):

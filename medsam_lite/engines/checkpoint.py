@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,45 @@ def describe_key_mismatch(missing: list[str], unexpected: list[str], shown: int 
     return "; ".join(parts)
 
 
+# What torch.save writes first: a zip archive (torch >= 1.6), or the pickle protocol mark of the legacy format.
+CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _unreadable(path: str | os.PathLike[str], exc: Exception) -> CheckpointError:
+    """One line for a checkpoint torch could not load: what is in the way, without torch's advice to load it
+    with code execution enabled."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return CheckpointError(f"cannot read checkpoint {path}: it holds a {refused.group(1)} object beside the "
+                               f"weights, which weights-only loading refuses (unpickling it could run code); save "
+                               f"the state dict alone, e.g. torch.save(checkpoint['model'], 'weights.pth')")
+    reason = re.search(r"WeightsUnpickler error: (.+)", text)
+    first = reason.group(1) if reason else text.split(". ")[0]
+    return CheckpointError(f"cannot read checkpoint {path}: {first.strip().rstrip('.')}")
+
+
 def load_state_dict(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Read a checkpoint file with torch (weights only) and unwrap it."""
+    import argparse
+
     import torch
 
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    if not head.startswith(CHECKPOINT_STARTS):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, where torch.save "
+                              f"writes a zip archive or a pickle")
+    try:
+        # Training scripts keep their command-line arguments (argparse.Namespace, a plain attribute bag) beside
+        # the weights: allowed by the weights-only unpickler rather than refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise _unreadable(path, exc) from exc
     try:
         return unwrap_state_dict(raw)
     except CheckpointError as exc:
