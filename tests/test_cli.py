@@ -86,6 +86,23 @@ def test_checkpoint_from_environment(tmp_path, checkpoint_path):
     assert result.exit_code == 0 and str(checkpoint_path("seeded")) in result.stderr
 
 
+def test_auto_engine_says_why_it_runs_torch_where_the_export_folder_is_empty(tmp_path, checkpoint_path):
+    folder = tmp_path / "my-export"
+    folder.mkdir()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs)
+    result = _predict(["-i", inputs, "-o", tmp_path / "out", "--checkpoint", checkpoint_path("seeded"),
+                       "--export-dir", folder])
+    assert result.exit_code == 0, result.stderr
+    assert (f"note: {folder} holds no OpenVINO export, so the torch engine runs; `medsam-lite export --checkpoint "
+            f"{checkpoint_path('seeded')} --out {folder}` once gives the faster OpenVINO engine") in result.stderr
+    assert "torch engine" in result.stderr and not any(folder.iterdir())  # nothing written there unasked
+    explicit = _predict(["-i", inputs, "-o", tmp_path / "out2", "--checkpoint", checkpoint_path("seeded"),
+                         "--engine", "torch", "--export-dir", folder])
+    assert explicit.exit_code == 0 and "holds no OpenVINO export" not in explicit.stderr  # torch was asked for
+
+
 def test_console_script_and_module_entry_point(tmp_path):
     """Both entry points end the process at once (os._exit) with main's exit code and its output flushed."""
     for command in (["medsam-lite"], [sys.executable, "-m", "medsam_lite"]):

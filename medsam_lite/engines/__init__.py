@@ -128,7 +128,11 @@ def _create(name: str, checkpoint, export_dir, precision: str, mode: str, thread
     from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
-    return _torch_choice(path, checkpoint_sha256(path), device, threads, precision)
+    choice = _torch_choice(path, checkpoint_sha256(path), device, threads, precision)
+    if name == "auto":  # the user named a folder and gets the slower engine: say why and how to change it
+        choice.notes.insert(0, f"{folder} holds no OpenVINO export, so the torch engine runs; `medsam-lite export "
+                               f"--checkpoint {path} --out {folder}` once gives the faster OpenVINO engine")
+    return choice
 
 
 def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int | None, device: str,
