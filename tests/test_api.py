@@ -100,6 +100,14 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
         predictor.predict_volume(case["imgs"], [[0, 0, 0, 5, 5, 1]])
     with pytest.raises(ValueError, match=r"\(D, H, W\) uint8 volume, got \(4, 240, 320\) float32"):
         predictor.predict_volume(np.zeros((4, 240, 320), np.float32), [[0, 0, 0, 5, 5, 1]])
+    # boxes of the other layout are refused, not reshaped into other boxes: two 3D boxes hold 12 numbers, three 2D
+    # boxes' worth
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\) \[x_min, y_min, x_max, y_max\], or one box of 4; "
+                                         r"got shape \(2, 6\)"):
+        predictor.predict([[10, 10, 0, 50, 50, 2], [60, 60, 0, 90, 90, 2]])
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 6\) .* got shape \(4,\)"):
+        predictor.predict_volume(np.zeros((4, 240, 320), np.uint8), [10, 10, 50, 50])
+    assert predictor.predict(np.zeros((0, 4), np.int64)).shape == (0, 240, 320)
 
 
 def test_import_medsam_lite_stays_cheap():

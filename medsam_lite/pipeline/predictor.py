@@ -104,7 +104,14 @@ def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool)
     from medsam_lite.core.case import CaseError, check_boxes
 
     width = 6 if is_3d else 4
-    array = np.asarray(boxes).reshape(-1, width) if np.size(boxes) else np.zeros((0, width), np.int64)
+    array = np.asarray(boxes)
+    if array.size == 0:
+        array = np.zeros((0, width), np.int64)
+    elif array.shape == (width,):
+        array = array[None]  # one box
+    elif array.ndim != 2 or array.shape[1] != width:
+        layout = "[x_min, y_min, z_min, x_max, y_max, z_max]" if is_3d else "[x_min, y_min, x_max, y_max]"
+        raise ValueError(f"boxes must be (N, {width}) {layout}, or one box of {width}; got shape {array.shape}")
     try:
         array, notes = check_boxes(array, shape, is_3d)
     except CaseError as exc:
