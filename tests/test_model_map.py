@@ -118,7 +118,8 @@ def test_a_model_that_cannot_load_fails_its_cases_only(tmp_path, checkpoint_path
     result = _predict(["-i", inputs, "-o", tmp_path / "out", "--model-map", model_map])
     assert result.exit_code == 1
     for name in ("2DBox_Synthetic_a.npz", "2DBox_Synthetic_b.npz"):
-        assert f"ERROR {name}: its model could not be loaded: cannot read checkpoint {broken}" in result.stderr
+        assert (f"ERROR {name}: its model could not be loaded: {broken} is not a PyTorch checkpoint: it starts with "
+                f"b'not '") in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2DBox_Other_c.npz"]
 
 
