@@ -88,7 +88,8 @@ def op_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[flo
     return wall, table
 
 
-def node_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[float, list[tuple[str, str, float, float]]]:
+def node_profile(core, config: dict, model,
+                 inputs: list[np.ndarray]) -> tuple[float, list[tuple[str, str, float, float]]]:
     """(best wall ms, [(node name, op type, ms, GFLOP)]) of the compiled ``model``'s fastest of 5 runs. A matmul,
     convolution or fused-subgraph node gets the FLOPs of the source ops it was made of (its
     ``originalLayersNames``, each counted once, else the MatMul of its scope); other nodes and nodes whose
@@ -123,6 +124,11 @@ def node_profile(core, config: dict, model, inputs: list[np.ndarray]) -> tuple[f
     return best[0] * 1000, nodes
 
 
+def _cell(ms: float, total_ms: float, gflop: float) -> str:
+    """One table cell: milliseconds, share of the pass, GFLOP/s where FLOPs were counted."""
+    return f"{ms:9.2f} ms {100 * ms / total_ms:5.1f} %" + (f" {gflop / ms * 1000:6.0f}" if gflop and ms else " " * 7)
+
+
 def encoder_part(node_name: str) -> str:
     """The part of the image encoder a compiled node's name places it in: a stage (TinyViT's layers.1-3), the neck,
     stage 0 (the patch embedding and layers.0, or in the exported form ops traced at the encoder's own level: the
@@ -155,12 +161,13 @@ def print_encoder_parts(core, config: dict, export_dirs: list[Path]) -> None:
         results.append(parts)
     print("\nencoder pass by part: ms, share, GFLOP/s")
     print(f"{'part':<36}" + "".join(f"{d.name[-22:]:>34}" for d in export_dirs))
-    for part in sorted({p for parts in results for p in parts}, key=lambda p: (p in ("neck", "unnamed"), p == "unnamed", p)):
+    order = lambda p: (p in ("neck", "unnamed"), p == "unnamed", p)  # noqa: E731  stages 0-3, neck, unnamed
+    for part in sorted({p for parts in results for p in parts}, key=order):
         cells = []
         for parts in results:
             ms, gflop = parts.get(part, (0.0, 0.0))
             total = sum(t for t, _ in parts.values())
-            cells.append(f"{ms:9.2f} ms {100 * ms / total:5.1f} %" + (f" {gflop / ms * 1000:6.0f}" if gflop and ms else " " * 7))
+            cells.append(_cell(ms, total, gflop))
         print(f"{part:<36}" + "".join(f"{c:>34}" for c in cells))
 
 
@@ -192,7 +199,7 @@ def print_profiles(core, config: dict, export_dirs: list[Path]) -> None:
             cells = []
             for (_, table), total in zip(results, totals):
                 ms, g = table.get(kind, (0.0, 0.0))
-                cells.append(f"{ms:9.2f} ms {100 * ms / total:5.1f} %" + (f" {g / ms * 1000:6.0f}" if g and ms else " " * 7))
+                cells.append(_cell(ms, total, g))
             print(f"{kind:<18}" + "".join(f"{c:>34}" for c in cells))
         print(f"{'wall (best of 5)':<18}" + "".join(f"{wall:>31.2f} ms" for wall, _ in results))
 
