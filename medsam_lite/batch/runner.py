@@ -105,7 +105,7 @@ def _compute_case(engine: Engine, path: Path, output: Path, overlay_dir: Path | 
                   writer: list[Writer]) -> CaseResult:
     try:
         with stage("load"):
-            check_case_fits(path, DEFAULT_CACHE_BYTES, slice_pairs=getattr(engine, "slice_pairs", False))
+            check_case_fits(path, DEFAULT_CACHE_BYTES, slice_pairs=engine.slice_pairs)
             case = load_case(path)
         segs = segment_case(engine, case, schedule)
     except CaseError as exc:

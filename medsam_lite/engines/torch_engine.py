@@ -22,6 +22,7 @@ class TorchEngine:
     """LiteMedSAM in torch eager mode on the CPU (or ``device``)."""
 
     name = "torch"
+    slice_pairs = False  # one encoder: a volume's slices one at a time
 
     def __init__(self, checkpoint: str | os.PathLike[str], device: str = "cpu", threads: int | None = None,
                  precision: str = "f32") -> None:

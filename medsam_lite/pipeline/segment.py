@@ -203,7 +203,7 @@ def segment_3d(
     needed_down = {z for t in tracks for z in range(t.z_first, t.z_middle)}
     cache = EmbeddingCache(cache_bytes)
     embed = slice_embedding or (lambda z: encode_image(engine, volume[z]))
-    if slice_embedding is None and not until_empty and getattr(engine, "slice_pairs", False) \
+    if slice_embedding is None and not until_empty and engine.slice_pairs \
             and len(needed_down.union(needed_up)) >= PAIRS_FROM:  # every planned slice is asked for
         order = needed_up + sorted(needed_down, reverse=True)
         embed = SliceEncoder(engine, volume, order, held=lambda z: z in cache.entries)

@@ -27,6 +27,7 @@ class ModelEngine:
     ``encode`` runs the model's own encoder (``--train all``/``lora``); cached embeddings are given instead."""
 
     name = "training"
+    slice_pairs = False  # the model's own encoder or cached embeddings: one slice at a time
 
     def __init__(self, model: torch.nn.Module, device: torch.device, convert: bool = True) -> None:
         self.model = model
