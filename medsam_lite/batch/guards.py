@@ -60,7 +60,7 @@ def check_outputs_apart(inputs: list[Path], outputs: dict[str, Path | None]) -> 
                                    f"overwritten; choose another folder")
 
 
-def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int, slice_pairs: bool = False) -> int:
+def case_peak_bytes(name: str, headers: dict[str, ArrayHeader], cache_bytes: int, slice_pairs: bool) -> int:
     """Estimated peak memory (bytes) of segmenting the case file ``name`` with these array headers: the image
     as stored and as uint8, the label map, the 3D embedding cache (bounded by ``cache_bytes``), the engine's
     second encoder where its ``slice_pairs`` says a volume's slices go in pairs (counted again once it exists: a
@@ -184,8 +184,7 @@ class MemoryBudget:
         return cls(max(room, 0), source)
 
 
-def check_case_fits(path: Path, cache_bytes: int, budget: MemoryBudget | None = None,
-                    slice_pairs: bool = False) -> None:
+def check_case_fits(path: Path, cache_bytes: int, slice_pairs: bool, budget: MemoryBudget | None = None) -> None:
     """Raise CaseError naming both numbers when the case at ``path`` needs more memory than ``budget``
     (default: measured now) allows, with ``slice_pairs`` the engine's (see ``case_peak_bytes``). Reads only the
     .npy headers."""
