@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from medsam_lite.core.postprocess import LOGIT_THRESHOLD, foreground, upscale_logits
-from medsam_lite.core.preprocess import box_to_256, image_to_model_input, mask_box_256, resize_longest_side
+from medsam_lite.core.case import CaseError
+from medsam_lite.core.preprocess import (box_to_256, image_to_model_input, mask_box_256, resize_longest_side,
+                                          resized_size)
 
 
 def test_grey_slice_resize_equals_repeated_rgb_resize():
@@ -79,3 +81,10 @@ def test_threshold_is_torch_sigmoid_half():
 def test_resize_longest_side_uses_inter_area():
     img = np.random.default_rng(3).integers(0, 256, (300, 500, 3), dtype=np.uint8)
     assert np.array_equal(resize_longest_side(img), cv2.resize(img, (256, 154), interpolation=cv2.INTER_AREA))
+
+
+def test_an_image_too_elongated_for_the_model_is_a_case_error():
+    assert resized_size(1024, 2) == (256, 1)  # 512:1 rounds its short side half up to one pixel
+    assert resize_longest_side(np.zeros((1024, 2, 3), np.uint8)).shape == (256, 1, 3)
+    with pytest.raises(CaseError, match=r"the image is 3 x 1540 pixels: .* would be 0 pixels .* up to 512:1"):
+        resized_size(3, 1540)

@@ -8,16 +8,23 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from medsam_lite.core.case import label_dtype
+from medsam_lite.core.case import CaseError, label_dtype
 
 MODEL_SIZE = 256
 BOX_MARGIN_256 = 3  # pixels at 256 added around a propagated mask's box
 
 
 def resized_size(height: int, width: int, target: int = MODEL_SIZE) -> tuple[int, int]:
-    """(h, w) after resizing the longest side of (height, width) to ``target``, rounded half up."""
+    """(h, w) after resizing the longest side of (height, width) to ``target``, rounded half up.
+
+    CaseError where the shorter side would round to 0 pixels (an aspect ratio above 2 * target : 1), which
+    OpenCV cannot resize to and the model could not see."""
     scale = target * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    h, w = int(height * scale + 0.5), int(width * scale + 0.5)
+    if min(h, w) < 1:
+        raise CaseError(f"the image is {height} x {width} pixels: resized to {target} on its longer side, its shorter "
+                        f"side would be 0 pixels (LiteMedSAM takes aspect ratios up to {2 * target}:1); crop or pad it")
+    return h, w
 
 
 def resize_longest_side(image: np.ndarray, target: int = MODEL_SIZE) -> np.ndarray:

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from medsam_lite.core.case import CaseError
 from medsam_lite.serve.service import VERSION, Service
 from medsam_lite.serve.uploads import UploadError
 from medsam_lite.serve.worker import Busy
@@ -128,6 +129,10 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(CaseError)
+    async def case_error(request: Request, exc: CaseError):  # an image the model cannot take (e.g. 1000 x 1)
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):
