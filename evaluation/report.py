@@ -23,7 +23,7 @@ def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True
     for row in tqdm(stream, desc="cases", unit="case", file=sys.stderr, disable=quiet or None):
         rows.append(row)
         if row.error:
-            tqdm.write(f"ERROR {row.case}: {row.note}", file=sys.stderr)
+            tqdm.write(f"ERROR {row.case}: {row.note.removeprefix('error: ')}", file=sys.stderr)  # the CSV keeps it
         elif row.warning or row.note:
             tqdm.write(f"WARNING {row.case}: {row.note}", file=sys.stderr)
     if not rows:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError
+from medsam_lite.core.case import CaseError, check_spacing
 from medsam_lite.io.challenge import open_npz
 
 from .metrics import case_metrics
@@ -54,7 +54,10 @@ def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spac
                 spacing = (1.0, 1.0, 1.0)  # read by NSD alone
                 if nsd:
                     stored = _array(gt_file, "spacing", gt_path, "ground truth", " (a 3D case's NSD needs it)")
-                    spacing = tuple(float(s) for s in stored)
+                    try:
+                        spacing = check_spacing(stored)
+                    except CaseError as exc:
+                        raise CaseError(f"the ground truth {gt_path.parent.name}/{gt_path.name}: {exc}") from exc
                 if spacing_order == "zyx":
                     spacing = spacing[::-1]
         metrics = case_metrics(gts, segs, spacing, nsd=nsd)

@@ -169,6 +169,10 @@ def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
     np.savez(gts / "3DBox_CT_f.npz", gts=gt, spacing=np.ones(3))
     (segs / "3DBox_CT_f.npz").write_text("not saved by numpy")
     np.savez(segs / "3DBox_CT_g.npz", segs=gt)  # no ground truth of that name
+    np.savez(gts / "3DBox_CT_h.npz", gts=gt, spacing=np.array([np.nan, 1, 1]))
+    np.savez(segs / "3DBox_CT_h.npz", segs=gt)
+    np.savez(gts / "3DBox_CT_i.npz", gts=gt, spacing=np.ones(2))
+    np.savez(segs / "3DBox_CT_i.npz", segs=gt)
     out = tmp_path / "m.csv"
     done = subprocess.run([sys.executable, "-m", "medsam_lite", "evaluate", "-s", segs, "-g", gts, "-o", out,
                            "--summary-json", tmp_path / "s.json"], capture_output=True, text=True, cwd=ROOT)
@@ -182,7 +186,10 @@ def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
                                               "case's NSD needs it); it has gts")
     assert rows["3DBox_CT_e.npz"]["note"] == "error: the prediction segs/3DBox_CT_e.npz has no segs array; it has labels"
     assert rows["3DBox_CT_f.npz"]["note"].startswith("error: the prediction segs/3DBox_CT_f.npz: not an .npz archive")
-    assert "pickle" not in done.stderr
+    assert rows["3DBox_CT_h.npz"]["note"] == ("error: the ground truth gts/3DBox_CT_h.npz: spacing is [nan, 1.0, 1.0]; "
+                                              "expected 3 positive, finite values (mm)")
+    assert "gts/3DBox_CT_i.npz: spacing is [1.0, 1.0]; expected 3" in rows["3DBox_CT_i.npz"]["note"]
+    assert "pickle" not in done.stderr and ": error:" not in done.stderr  # the CSV's "error: " is not said twice
     assert f"WARNING 1 prediction(s) in {segs} have no ground truth in {gts} and are not scored: 3DBox_CT_g.npz" in done.stderr
     assert "ERROR 3DBox_CT_b.npz" in done.stderr and "WARNING 3DBox_CT_a.npz: missing prediction" in done.stderr
     assert "XRay" in done.stdout and "mean (modalities)" in done.stdout
@@ -190,11 +197,12 @@ def test_missing_prediction_and_shape_mismatch_rows(tmp_path):
 
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["modalities"]["CT"]["dsc"] == 0.0 and summary["modalities"]["XRay"]["dsc"] == 1.0
-    assert summary["mean_over_modalities"]["dsc"] == 0.5 and summary["errors"] == 4
+    assert summary["mean_over_modalities"]["dsc"] == 0.5 and summary["errors"] == 6
     dsc_only = subprocess.run([sys.executable, "-m", "medsam_lite", "evaluate", "-s", segs, "-g", gts, "-o", out,
                                "--no-nsd"], capture_output=True, text=True, cwd=ROOT)
     assert dsc_only.returncode == 1
     assert _read_csv(out)["3DBox_CT_d.npz"]["dsc"] == "1.0"  # DSC needs no spacing
+    assert _read_csv(out)["3DBox_CT_h.npz"]["dsc"] == "1.0"
 
 
 def test_spacing_order_zyx_changes_anisotropic_nsd():

@@ -364,6 +364,11 @@ def test_to_npz_label_slices_only_and_to_nifti_back(tmp_path):
     garbage = _run("convert", "to-nifti", text, "-o", tmp_path / "y.nii.gz", "--like", image)
     assert garbage.exit_code == 1 and "notes_segs.npz: not an .npz archive: neither a zip archive" in garbage.stderr
     assert "pickle" not in garbage.stderr and not (tmp_path / "y.nii.gz").exists()
+    zero = tmp_path / "3DBox_zero_spacing.npz"
+    np.savez_compressed(zero, imgs=volume, spacing=np.array([0.8, 0.0, 2.5]))
+    no_file = _run("convert", "to-nifti", segs, "-o", tmp_path / "z.nii.gz", "--case", zero)
+    assert no_file.exit_code == 1 and "spacing is [0.8, 0.0, 2.5]; expected 3 positive, finite values" in no_file.stderr
+    assert not (tmp_path / "z.nii.gz").exists()
 
 
 # --- bad input: one line each, the other images still written, exit 1 ---

@@ -41,6 +41,19 @@ class Case:
         return label_dtype(len(self.boxes))
 
 
+def check_spacing(raw: np.ndarray, lengths: tuple[int, ...] = (3,)) -> tuple[float, ...]:
+    """A case's ``spacing`` array -> its values (mm, in the stored order) as floats; CaseError unless they are
+    finite, positive numbers, as many as one of ``lengths`` (3 for a volume's x, y, z)."""
+    values = np.asarray(raw)
+    if values.dtype.kind not in "iuf":
+        raise CaseError(f"spacing has dtype {values.dtype}; expected numbers (mm)")
+    flat = values.astype(np.float64).ravel()
+    if flat.size not in lengths or not np.all(np.isfinite(flat)) or np.any(flat <= 0):
+        count = " or ".join(str(n) for n in lengths)
+        raise CaseError(f"spacing is {values.tolist()}; expected {count} positive, finite values (mm)")
+    return tuple(float(v) for v in flat)
+
+
 def is_3d_name(name: str) -> bool:
     """The challenge's rule: a file whose name starts with ``3D`` is a 3D case."""
     return name.startswith("3D")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError, label_dtype
+from medsam_lite.core.case import CaseError, check_spacing, label_dtype
 from medsam_lite.io.challenge import open_npz
 from medsam_lite.io.image_case import ImageOptions, model_image, resolve_modality
 from medsam_lite.io.image import Geometry, ImageError
@@ -126,9 +126,7 @@ def to_nifti(segs_path: Path, out: Path, like: Path | None = None, case_path: Pa
         else:
             notes.append("no original image given (--like): written with the spacing only (origin 0, identity "
                          "direction); pass --like IMAGE for its full geometry")
-        spacing = tuple(float(s) for s in np.asarray(spacing, dtype=np.float64).ravel())
-        if len(spacing) != segs.ndim:
-            raise CaseError(f"spacing {spacing} does not fit segs of shape {segs.shape}")
+        spacing = check_spacing(spacing, (segs.ndim,))
         geometry = Geometry((0.0,) * segs.ndim, spacing, tuple(np.eye(segs.ndim).ravel().tolist()))
     write_labels_medical(out, np.ascontiguousarray(segs), geometry)
     return Converted(out, segs.shape, 0, notes)
