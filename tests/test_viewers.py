@@ -323,9 +323,13 @@ def test_monailabel_refusals(inproc, tmp_path):
     assert c.post("/monailabel/infer/medsam_lite?image=nothing", headers=AUTH).status_code == 404
     for params in ("{bad", json.dumps({"roi": [1, 2, 3]}), json.dumps({}),
                    json.dumps({"foreground": [[5, 5, 99]]}), json.dumps({"roi": [900, 990, 5, 50, 3, 3]}),
-                   json.dumps({"roi": [5, 60, 5, 50, 3, 3], "foreground": "x"})):
+                   json.dumps({"roi": [5, 60, 5, 50, 3, 3], "foreground": "x"}), "[1, 2]", "null",
+                   json.dumps({"roi": [5, 1e300, 5, 50, 3, 3]}), json.dumps({"foreground": [[1e30, 5, 3]]})):
         reply = c.post(infer, headers=AUTH, data={"params": params})
         assert reply.status_code == 422 and reply.json()["detail"], params
+    assert "params must be a JSON object" in c.post(infer, headers=AUTH, data={"params": "[1, 2]"}).json()["detail"]
+    assert "no voxel index: [[1e+30, 5.0, 3.0]]" in c.post(infer, headers=AUTH, data={"params": json.dumps(
+        {"foreground": [[1e30, 5, 3]]})}).json()["detail"]
     reply = c.post(infer, headers=AUTH, data={"params": json.dumps({"roi": [15, 60, 10, 70, 5, 5]})})
     assert reply.status_code == 200 and reply.json()["prompt"].startswith("box on one slice")
     assert reply.json()["latencies"]["slices_encoded"] >= 1

@@ -48,12 +48,12 @@ def open_npz(path: Path) -> np.lib.npyio.NpzFile:
     return data
 
 
-def _read_arrays(path: Path, is_3d: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+def _read_arrays(path: Path, is_3d: bool, require_boxes: bool) -> tuple[dict[str, np.ndarray], list[str]]:
     """The arrays of a case (``imgs``; ``boxes`` and ``prev_pred`` where present) and the names in the file.
 
     Nothing is unpickled by numpy: a pickled ``boxes`` (the 2025 layout) goes through ``layout2025``."""
     with open_npz(path) as data:
-        required = ("imgs",) if is_3d else ("imgs", "boxes")  # a 2025 3D case may come without boxes
+        required = ("imgs", "boxes") if require_boxes and not is_3d else ("imgs",)  # a 2025 3D case may have none
         missing = [k for k in required if k not in data.files]
         if missing:
             raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
@@ -117,11 +117,12 @@ def _fallback(arrays: dict[str, np.ndarray], shape: tuple[int, ...]) -> tuple[np
     return None, "writing an all-zero segmentation"
 
 
-def load_case(path: str | Path) -> Case:
-    """Read and check ``path``; raise CaseError with a message naming the problem."""
+def load_case(path: str | Path, require_boxes: bool = True) -> Case:
+    """Read and check ``path``; raise CaseError with a message naming the problem. ``require_boxes`` False: a
+    2D case without ``boxes`` is read too (for prompts that come from elsewhere: a request, label maps)."""
     path = Path(path)
     is_3d = is_3d_name(path.name)
-    arrays, names = _read_arrays(path, is_3d)
+    arrays, names = _read_arrays(path, is_3d, require_boxes)
     image, warnings = _check_image(arrays["imgs"], is_3d)
     raw = arrays.get("boxes", np.zeros((0, 6), np.int64))
     z_middle = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import shutil
 import tempfile
 import zipfile
@@ -88,9 +89,10 @@ def _image_data(path: Path, image, modality: str | None) -> ImageData:
 
 
 def _itk_reason(exc: RuntimeError) -> str:
-    """The last line of ITK's multi-line message, which says what went wrong."""
+    """The last line of ITK's multi-line message, which says what went wrong, with a quoted path cut to its file
+    name (the line is shown next to the file's name; a server must not show its folders)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    return re.sub(r'"[^"]*[/\\]([^"/\\]+)"', r'"\1"', lines[-1]) if lines else type(exc).__name__
 
 
 def dicom_series(folder: Path) -> list[tuple[str, list[str]]]:

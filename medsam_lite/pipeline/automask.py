@@ -141,6 +141,8 @@ def generate(engine: Engine, image: np.ndarray, params: AutoMaskParams,
         raise ValueError(f"output_type {params.output_type!r}: choose one of {', '.join(OUTPUT_TYPES)}")
     if params.points_per_side < 1 or params.crop_n_layers < 0 or params.crop_n_points_downscale_factor < 1:
         raise ValueError("points_per_side and crop_n_points_downscale_factor must be >= 1, crop_n_layers >= 0")
+    if not 0 <= params.crop_overlap_ratio < 1:
+        raise ValueError(f"crop_overlap_ratio {params.crop_overlap_ratio}: it must be in [0, 1)")
     height, width = image.shape[:2]
     multimask = params.output_type != "Single mask"
     crops = crop_boxes(height, width, params.crop_n_layers, params.crop_overlap_ratio)

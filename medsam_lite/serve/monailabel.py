@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from medsam_lite.core.case import CaseError, check_boxes
 from medsam_lite.serve.encode import nifti_bytes, png_bytes
-from medsam_lite.serve.service import VERSION, Service
+from medsam_lite.serve.service import LARGEST_COORDINATE, VERSION, Service
 from medsam_lite.serve.store import StoredImage
 from medsam_lite.serve.uploads import Intensity, UploadError
 
@@ -94,8 +94,8 @@ def _ijk_points(value, name: str) -> np.ndarray:
         points = np.asarray(value if value else [], dtype=np.float64).reshape(-1, 3)
     except (TypeError, ValueError) as exc:
         raise UploadError(422, f"{name} must be a list of [i, j, k] points, got {value!r}") from exc
-    if not np.isfinite(points).all():
-        raise UploadError(422, f"{name} has a non-finite coordinate")
+    if not (np.abs(points) <= LARGEST_COORDINATE).all():  # also NaN
+        raise UploadError(422, f"{name} has a coordinate that is no voxel index: {points.tolist()!r:.200}")
     return np.round(points).astype(np.int64)
 
 
@@ -107,7 +107,7 @@ def _roi(value) -> np.ndarray | None:
         flat = np.asarray(value, dtype=np.float64).ravel()
     except (TypeError, ValueError) as exc:
         raise UploadError(422, f"roi must be [i0, i1, j0, j1, k0, k1] (IJK), got {value!r}") from exc
-    if flat.size not in (4, 6) or not np.isfinite(flat).all():
+    if flat.size not in (4, 6) or not (np.abs(flat) <= LARGEST_COORDINATE).all():
         raise UploadError(422, f"roi must be [i0, i1, j0, j1, k0, k1] (IJK), got {value!r}")
     pairs = np.sort(np.round(flat).astype(np.int64).reshape(-1, 2), axis=1)
     return pairs.ravel()
@@ -176,6 +176,8 @@ async def infer(request: Request, model: str, image: str = "", params: str = For
         p = json.loads(params or "{}")
     except ValueError as exc:
         raise UploadError(422, f"params is not JSON: {exc}") from exc
+    if not isinstance(p, dict):
+        raise UploadError(422, f"params must be a JSON object ({{\"roi\": ..., \"foreground\": ...}}), got {params[:80]!r}")
     if file is not None:
         image, stored = await _store(service, file, image or None)
     else:

@@ -40,6 +40,14 @@ def _info(stored: StoredImage, existed: bool = False) -> ImageInfo:
                      value_range=m.value_range, existed=existed)
 
 
+def _check_plane(stored: StoredImage, z: int) -> None:
+    """422 for a slice index the image does not have (a 2D image has slice 0 only)."""
+    depth = stored.meta.shape[0] if stored.meta.is_3d else 1
+    if z >= depth:
+        raise UploadError(422, f"slice {z} is outside the volume (0..{depth - 1})" if stored.meta.is_3d
+                          else f"slice {z}: this image is 2D (one plane, slice 0)")
+
+
 @router.get("/healthz", tags=["service"])
 async def healthz() -> dict:
     """Liveness: answers without the token."""
@@ -95,9 +103,8 @@ async def image_slice(request: Request, image_id: str, z: int = Query(0, ge=0)) 
     """The uint8 image the model sees, as PNG: slice ``z`` of a volume, or the 2D image."""
     stored = _stored(_service(request), image_id)
     image = stored.image
+    _check_plane(stored, z)
     if stored.meta.is_3d:
-        if z >= image.shape[0]:
-            raise UploadError(422, f"slice {z} is outside the volume (0..{image.shape[0] - 1})")
         plane = np.asarray(image[z])
     else:
         plane = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
@@ -112,9 +119,8 @@ async def image_pixels(request: Request, image_id: str, z: int = Query(0, ge=0))
     for windowing on the client. ``X-Shape``: H,W (or H,W,3)."""
     stored = _stored(_service(request), image_id)
     raw = stored.raw()
+    _check_plane(stored, z)
     if stored.meta.is_3d:
-        if z >= raw.shape[0]:
-            raise UploadError(422, f"slice {z} is outside the volume (0..{raw.shape[0] - 1})")
         raw = raw[z]
     values = np.ascontiguousarray(raw, dtype="<f4")
     return Response(values.tobytes(), media_type="application/octet-stream",

@@ -76,14 +76,14 @@ class SAMAutoMaskBody(BaseModel):
     type: Optional[str] = "vit_t"
     b64img: str
     points_per_side: Optional[int] = Field(32, ge=1, le=64)
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
+    points_per_batch: int = Field(64, ge=1, description="accepted for samapi's sake (points are decoded one by one)")
+    pred_iou_thresh: float = Field(0.88, allow_inf_nan=False)
+    stability_score_thresh: float = Field(0.95, allow_inf_nan=False)
+    stability_score_offset: float = Field(1.0, allow_inf_nan=False)
+    box_nms_thresh: float = Field(0.7, allow_inf_nan=False)
     crop_n_layers: int = Field(0, ge=0, le=2)
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
+    crop_nms_thresh: float = Field(0.7, allow_inf_nan=False)
+    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1)
     crop_n_points_downscale_factor: int = Field(1, ge=1)
     min_mask_region_area: int = Field(0, ge=0)
     output_type: str = "Single mask"

@@ -11,6 +11,7 @@ from typing import BinaryIO
 import numpy as np
 
 from medsam_lite.core.case import CaseError, check_boxes, label_dtype
+from medsam_lite.core.preprocess import resized_size
 from medsam_lite.engines import EngineChoice
 from medsam_lite.io.prompts import label_values_of
 from medsam_lite.io.layout2025 import boxes_from_dicts
@@ -22,6 +23,7 @@ from medsam_lite.serve.uploads import Intensity, UploadError, decode_file, sniff
 from medsam_lite.serve.worker import InferenceWorker
 
 VERSION = "0.1.0"
+LARGEST_COORDINATE = 2**53  # a box coordinate beyond it is a client's mistake (and would overflow int64 beyond 2**63)
 
 
 @dataclass
@@ -75,6 +77,10 @@ class Service:
                 return found, True
             suffix = sniff_suffix(head, client_name)
             image, meta, gts, raw = decode_file(path, suffix, client_name, intensity, self.settings.max_pixels)
+            try:
+                resized_size(*(image.shape[1:] if meta.is_3d else image.shape[:2]))  # the model can take its planes
+            except CaseError as exc:
+                raise UploadError(422, f"{meta.name}: {exc}") from exc
             if found is not None:
                 self.predictor.forget(image_id)
             if not self.store.put(image_id, image, meta, gts, raw):
@@ -104,6 +110,8 @@ class Service:
             if z_middle is not None:
                 z_middle = np.clip(z_middle, arr[:, 2], arr[:, 5])
         else:
+            if not meta.is_3d and slice_:
+                raise UploadError(422, f"slice {slice_}: this image is 2D (one plane); leave slice out")
             if meta.is_3d and slice_ >= image.shape[0]:
                 raise UploadError(422, f"slice {slice_} is outside the volume (0..{image.shape[0] - 1})")
             arr = _box_array(raw if boxes is not None or not meta.is_3d else [], 4)
@@ -127,6 +135,8 @@ def _box_array(raw: list, width: int) -> np.ndarray:
     for i, box in enumerate(raw):
         if not isinstance(box, list) or len(box) != width:
             raise UploadError(422, f"box {i} is {box!r}; expected {width} integers here")
+        if any(abs(v) > LARGEST_COORDINATE for v in box if isinstance(v, int)):
+            raise UploadError(422, f"box {i} is {box!r}: a coordinate beyond 2**53 is no pixel or slice index")
         rows.append(box)
     return np.array(rows, dtype=np.int64).reshape(-1, width)
 

@@ -12,13 +12,14 @@ import io
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from medsam_lite.core.case import Case, CaseError
+from medsam_lite.core.case import Case, CaseError, check_spacing
 from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
 from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
@@ -85,9 +86,9 @@ def _check_pixels(count: int, shape, max_pixels: int) -> None:
                                f"service accepts (--max-pixels)")
 
 
-def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
-    """A challenge npz (checked as ``predict`` checks it); 3D by the client's name (``3D...``) or, without one,
-    by the shape of ``imgs``."""
+def read_case_npz(path: Path, client_name: str | None, max_pixels: int, require_boxes: bool = True) -> Case:
+    """A challenge npz (checked as ``predict`` checks it; a stored image may come without ``boxes``); 3D by the
+    client's name (``3D...``) or, without one, by the shape of ``imgs``."""
     from medsam_lite.io.npy_header import read_npz_headers
 
     try:
@@ -105,7 +106,7 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
     named = folder / (name if name.endswith(".npz") else name + ".npz")
     shutil.move(path, named)
     try:
-        return load_case(named)
+        return load_case(named, require_boxes)
     except CaseError as exc:
         raise UploadError(422, str(exc)) from exc
     finally:
@@ -113,17 +114,34 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int) -> Case:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _spacing_and_gts(path: Path, name: str, case: Case) -> tuple[list[float] | None, np.ndarray | None]:
+    """A stored npz's ``spacing`` (mm) and ``gts`` (a label map on the image's grid), each None where absent;
+    422 naming the file for one that is no spacing or no such label map."""
+    grid = case.image.shape if case.is_3d else case.image.shape[:2]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            spacing = data["spacing"] if "spacing" in data.files else None
+            gts = data["gts"] if "gts" in data.files else None
+        if spacing is not None:
+            spacing = list(check_spacing(spacing, (3,) if case.is_3d else (2, 3)))
+    except CaseError as exc:
+        raise UploadError(422, f"{name}: {exc}") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UploadError(422, f"{name}: cannot read spacing or gts: {exc}") from exc
+    if gts is not None:
+        if gts.shape != grid or gts.dtype.kind not in "biu" or (gts.size and gts.dtype.kind == "i" and gts.min() < 0):
+            raise UploadError(422, f"{name}: gts is {gts.shape} {gts.dtype}; expected a label map of non-negative "
+                                   f"integers on the image's grid {grid}")
+    return spacing, gts
+
+
 def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Intensity,
                 max_pixels: int) -> tuple[np.ndarray, ImageMeta, np.ndarray | None, np.ndarray | None]:
     """The uploaded file -> (model image uint8, meta, gts or None, the stored values of a medical image or None)."""
     name = safe_name(client_name)
     if suffix == ".npz":
-        case = read_case_npz(path, client_name, max_pixels)
-        with np.load(path, allow_pickle=False) as data:
-            spacing = data["spacing"].astype(float).ravel().tolist() if "spacing" in data.files else None
-            gts = data["gts"] if "gts" in data.files else None
-        if gts is not None and gts.shape != case.image.shape[: gts.ndim]:
-            gts = None
+        case = read_case_npz(path, client_name, max_pixels, require_boxes=False)
+        spacing, gts = _spacing_and_gts(path, name, case)
         meta = ImageMeta(name, "npz", case.is_3d, list(case.image.shape), case.boxes.tolist(), spacing)
         return case.image, meta, gts, None
     from medsam_lite.io.image_case import model_image, resolve_modality
@@ -174,9 +192,12 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
 
 
 def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:
-    """samapi's ``b64img`` (a base64 PNG or JPEG) -> (H, W, 3) uint8 RGB by the pre_grey_rgb rules."""
+    """samapi's ``b64img`` (a base64 PNG or JPEG; a browser's ``data:image/...;base64,`` URL too) -> (H, W, 3)
+    uint8 RGB by the pre_grey_rgb rules."""
     from medsam_lite.io.intensity import grey_rgb
 
+    if text.startswith("data:") and ";base64," in text[:100]:  # canvas.toDataURL()'s form
+        text = text.split(";base64,", 1)[1]
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError
+from medsam_lite.core.case import CaseError, check_spacing
 from medsam_lite.io.challenge import load_case, open_npz
 from medsam_lite.io.image import ImageError, case_name, image_suffix
 
@@ -100,7 +100,7 @@ def read_case(source: CaseSource, modality: str | None = None, window: tuple[flo
 
 
 def _read_challenge(source: CaseSource) -> TrainingCase:
-    case = load_case(source.image)
+    case = load_case(source.image, require_boxes=False)  # boxes come from the labels where they differ
     try:
         labels_file = open_npz(source.labels)
     except CaseError as exc:
@@ -157,10 +157,8 @@ def _boxes_of(labels: np.ndarray, is_3d: bool) -> np.ndarray:
 
 
 def _spacing(raw) -> tuple[float, float, float]:
-    if raw is None:
-        return (1.0, 1.0, 1.0)
-    values = [float(v) for v in np.asarray(raw).reshape(-1)[:3]]
-    return tuple((values + [1.0, 1.0, 1.0])[:3])  # type: ignore[return-value]
+    """A volume's (x, y, z) mm for validation's NSD: 1 mm without one; CaseError for one that is no spacing."""
+    return (1.0, 1.0, 1.0) if raw is None else check_spacing(raw)  # type: ignore[return-value]
 
 
 def draw_split(names: list[str], val_fraction: float, seed: int, max_train: int = 0) -> dict[str, list[str]]:
