@@ -108,6 +108,30 @@ def test_bad_cases_are_named_and_left_out(data, tmp_path):
         find_cases([tmp_path])
 
 
+def test_labels_spacing_and_shapes_the_model_cannot_take_are_named(data):
+    gts = np.load(DEMO / "gts/2DBox_Synthetic_ellipses.npz")["gts"]
+    np.savez(data / "gts" / CASES_2D[0], gts=gts.astype(np.float32) + 0.5)
+    np.savez(data / "gts" / CASES_2D[1], gts=gts.astype(np.int16) - 1)
+    with np.load(data / "gts" / CASE_3D) as labelled:
+        np.savez(data / "gts" / CASE_3D, gts=labelled["gts"], spacing=np.array([np.nan, 1.0, 1.0]))
+    sources = {s.name: s for s in find_cases([data])}
+    with pytest.raises(CaseError, match=f"gts in {CASES_2D[0]} holds non-integer values \\(float32\\)"):
+        read_case(sources[CASES_2D[0]])  # was an IndexError out of the label renumbering
+    with pytest.raises(CaseError, match=f"gts in {CASES_2D[1]} holds values -1..[0-9]+; labels are 0..65535"):
+        read_case(sources[CASES_2D[1]])
+    with pytest.raises(CaseError, match=r"spacing is \[nan, 1.0, 1.0\]; expected 3 positive, finite values"):
+        read_case(sources[CASE_3D])
+    np.savez(data / "imgs" / CASES_2D[2], imgs=np.zeros((1200, 2, 3), np.uint8))  # no boxes: the labels' are taken
+    np.savez(data / "gts" / CASES_2D[2], gts=np.ones((1200, 2), np.uint8))
+    with pytest.raises(CaseError, match=r"the image is 1200 x 2 pixels: .* up to 512:1"):
+        read_case(sources[CASES_2D[2]])
+    image = np.load(DEMO / "imgs/2DBox_Synthetic_ellipses.npz")["imgs"]
+    np.savez(data / "imgs" / CASES_2D[2], imgs=image)
+    np.savez(data / "gts" / CASES_2D[2], gts=gts)
+    case = read_case(sources[CASES_2D[2]])
+    assert case.labels.max() == len(np.unique(gts[gts > 0])) and len(case.boxes) == case.labels.max()
+
+
 def test_run_trains_validates_and_writes_a_usable_run(data, tmp_path, checkpoint_path, exports):
     run = tmp_path / "run"
     result = finetune(_config(data, run, checkpoint_path("seeded"), exports("seeded")))

@@ -41,6 +41,25 @@ class Case:
         return label_dtype(len(self.boxes))
 
 
+MAX_LABEL = 65535  # label maps are written as uint16 at most
+
+
+def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """A label map's values as integers 0..MAX_LABEL (integer-valued floats and booleans taken); CaseError naming
+    ``name`` for fractional, negative or larger values."""
+    if labels.dtype.kind == "b":
+        return labels.astype(np.uint8)
+    if labels.dtype.kind not in "iuf":
+        raise CaseError(f"{name} has dtype {labels.dtype}; expected integer labels")
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.round(labels)):  # NaN too
+            raise CaseError(f"{name} holds non-integer values ({labels.dtype})")
+        labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
+        raise CaseError(f"{name} holds values {labels.min()}..{labels.max()}; labels are 0..{MAX_LABEL}")
+    return labels
+
+
 def check_spacing(raw: np.ndarray, lengths: tuple[int, ...] = (3,)) -> tuple[float, ...]:
     """A case's ``spacing`` array -> its values (mm, in the stored order) as floats; CaseError unless they are
     finite, positive numbers, as many as one of ``lengths`` (3 for a volume's x, y, z)."""

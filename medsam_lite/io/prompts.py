@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import label_dtype
+from medsam_lite.core.case import MAX_LABEL, CaseError, integer_labels, label_dtype
 from medsam_lite.io.layout2025 import boxes_from_dicts
 from medsam_lite.io.image import ImageData, ImageError
-
-MAX_LABEL = 65535
 
 
 @dataclass
@@ -157,14 +155,10 @@ def label_values(label_map: ImageData, image: ImageData) -> np.ndarray:
     if image.geometry is not None and label_map.geometry is not None and not label_map.geometry.matches(image.geometry):
         raise ImageError(f"the label map {label_map.source.name} lies elsewhere than the image: "
                          f"{label_map.geometry.describe()} vs {image.geometry.describe()}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.array_equal(labels, np.round(labels)):
-            raise ImageError(f"the label map {label_map.source.name} holds non-integer values ({labels.dtype})")
-        labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
-        raise ImageError(f"the label map {label_map.source.name} holds values {labels.min()}..{labels.max()}; "
-                         f"labels are 0..{MAX_LABEL}")
-    return labels
+    try:
+        return integer_labels(labels, f"the label map {label_map.source.name}")
+    except CaseError as exc:
+        raise ImageError(str(exc)) from exc
 
 
 def boxes_from_label_map(label_map: ImageData, image: ImageData, margin: int = 0) -> Prompts:

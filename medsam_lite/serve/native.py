@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from medsam_lite.core.case import label_dtype
+from medsam_lite.core.case import MAX_LABEL, label_dtype
 from medsam_lite.serve.encode import MEDIA, encode, npz_bytes
 from medsam_lite.serve.schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
 from medsam_lite.serve.service import VERSION, Service
@@ -135,8 +135,8 @@ async def export_labels(request: Request, image_id: str, body: LabelMap,
     stored = _stored(_service(request), image_id)
     shape = stored.meta.shape if stored.meta.is_3d else stored.meta.shape[:2]
     if body.shape != list(shape) or len(body.values) != len(body.lengths) or sum(body.lengths) != int(np.prod(shape)) \
-            or any(v < 0 or v > 65535 for v in body.values) or any(n < 0 for n in body.lengths):
-        raise UploadError(422, f"the label map must be runs filling the image's shape {list(shape)} with values 0..65535")
+            or any(v < 0 or v > MAX_LABEL for v in body.values) or any(n < 0 for n in body.lengths):
+        raise UploadError(422, f"the label map must be runs filling the image's shape {list(shape)} with values 0..{MAX_LABEL}")
     values = np.array(body.values, dtype=np.int64)
     labels = np.repeat(values.astype(label_dtype(int(values.max(initial=0)))), body.lengths).reshape(shape)
     return await run_in_threadpool(_reply, labels, format, stored, None)

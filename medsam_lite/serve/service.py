@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError, check_boxes, label_dtype
+from medsam_lite.core.case import MAX_LABEL, CaseError, check_boxes, label_dtype
 from medsam_lite.core.preprocess import resized_size
 from medsam_lite.engines import EngineChoice
 from medsam_lite.io.prompts import label_values_of
@@ -151,6 +151,6 @@ def _checked(boxes: np.ndarray, shape: tuple[int, ...], is_3d: bool) -> np.ndarr
 def _label_values(labels: list[int] | None, count: int) -> list[int] | None:
     if labels is None:
         return None
-    if len(labels) != count or any(not 1 <= v <= 65535 for v in labels):
-        raise UploadError(422, f"labels must be {count} integers 1..65535, one per box")
+    if len(labels) != count or any(not 1 <= v <= MAX_LABEL for v in labels):
+        raise UploadError(422, f"labels must be {count} integers 1..{MAX_LABEL}, one per box")
     return labels

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medsam_lite.core.case import Case, CaseError, check_spacing
+from medsam_lite.core.case import Case, CaseError, check_spacing, integer_labels
 from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
 from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
@@ -115,7 +115,7 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int, require_
 
 
 def _spacing_and_gts(path: Path, name: str, case: Case) -> tuple[list[float] | None, np.ndarray | None]:
-    """A stored npz's ``spacing`` (mm) and ``gts`` (a label map on the image's grid), each None where absent;
+    """A stored npz's ``spacing`` (mm) and ``gts`` (integer labels on the image's grid), each None where absent;
     422 naming the file for one that is no spacing or no such label map."""
     grid = case.image.shape if case.is_3d else case.image.shape[:2]
     try:
@@ -128,11 +128,12 @@ def _spacing_and_gts(path: Path, name: str, case: Case) -> tuple[list[float] | N
         raise UploadError(422, f"{name}: {exc}") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UploadError(422, f"{name}: cannot read spacing or gts: {exc}") from exc
-    if gts is not None:
-        if gts.shape != grid or gts.dtype.kind not in "biu" or (gts.size and gts.dtype.kind == "i" and gts.min() < 0):
-            raise UploadError(422, f"{name}: gts is {gts.shape} {gts.dtype}; expected a label map of non-negative "
-                                   f"integers on the image's grid {grid}")
-    return spacing, gts
+    if gts is not None and gts.shape != grid:
+        raise UploadError(422, f"{name}: gts is {gts.shape} but imgs is {grid}: images and labels on different grids")
+    try:
+        return spacing, None if gts is None else integer_labels(gts, "gts")
+    except CaseError as exc:
+        raise UploadError(422, f"{name}: {exc}") from exc
 
 
 def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Intensity,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError, check_spacing
+from medsam_lite.core.case import CaseError, check_spacing, integer_labels
+from medsam_lite.core.preprocess import resized_size
 from medsam_lite.io.challenge import load_case, open_npz
 from medsam_lite.io.image import ImageError, case_name, image_suffix
 
@@ -90,6 +91,7 @@ def read_case(source: CaseSource, modality: str | None = None, window: tuple[flo
         raise CaseError(f"{source.image}: no label map {source.labels}")
     try:
         case = _read_challenge(source) if source.challenge else _read_pair(source, modality, window)
+        resized_size(*case.image.shape[1:3])  # the model can take its slices: (D, H, W[, 3])
     except (ImageError, OSError, ValueError, KeyError) as exc:
         raise CaseError(f"{source.image}: {exc}") from exc
     except CaseError as exc:
@@ -113,6 +115,7 @@ def _read_challenge(source: CaseSource) -> TrainingCase:
     grid = case.image.shape if case.is_3d else case.image.shape[:2]
     if gts.shape != grid:
         raise CaseError(f"gts in {source.labels.name} is {gts.shape} but imgs is {grid}: images and labels on different grids")
+    gts = integer_labels(gts, f"gts in {source.labels.name}")
     if spacing is None:
         with np.load(source.image, allow_pickle=False) as data:
             spacing = data["spacing"] if "spacing" in data.files else None
