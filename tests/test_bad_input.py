@@ -39,6 +39,7 @@ def bad_folder(tmp_path_factory):
     save("2DBox_xmin_ge_xmax.npz", imgs=_image_2d(), boxes=np.array([[40, 30, 89, 59], [60, 30, 50, 59]]))
     save("2DBox_zero_boxes.npz", imgs=_image_2d(), boxes=np.zeros((0, 4), np.int64))
     save("2DBox_boxes_wrong_shape.npz", imgs=_image_2d(), boxes=np.array([[1, 2, 3]]))
+    save("2DBox_box_beyond_int64.npz", imgs=_image_2d(), boxes=np.array([[2**63 + 5, 30, 89, 59]], np.uint64))
     save("2DBox_too_thin.npz", imgs=_image_2d(1200, 2), boxes=np.array([[0, 0, 1, 1199]]))  # 600:1
     save("3DBox_single_slice.npz", imgs=_volume(), boxes=np.array([[20, 20, 3, 44, 39, 3]]), spacing=np.ones(3))
     save("3DBox_z_beyond_volume.npz", imgs=_volume(), boxes=np.array([[20, 20, 4, 44, 39, 30]]))
@@ -74,6 +75,7 @@ FAILURES = {
     "2DBox_box_far_outside.npz": "box 0 [300, 10, 400, 50] lies outside the image along x",
     "2DBox_xmin_ge_xmax.npz": "box 1 has x_min 60 > x_max 50",
     "2DBox_boxes_wrong_shape.npz": "boxes has shape (1, 3); expected (N, 4)",
+    "2DBox_box_beyond_int64.npz": "boxes holds 9223372036854775813: coordinates are pixel and slice indices",
     "2DBox_too_thin.npz": "the image is 1200 x 2 pixels: resized to 256 on its longer side, its shorter side would be 0 "
                           "pixels (LiteMedSAM takes aspect ratios up to 512:1)",
     "3DBox_z_outside_volume.npz": "lies outside the image along z (valid 0..5)",

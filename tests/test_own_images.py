@@ -200,10 +200,20 @@ def test_json_prompts(tmp_path):
     prompts = boxes_from_json(path, is_3d=True)
     assert prompts.boxes.tolist() == [[1, 2, 3, 10, 11, 5]] and prompts.z_middle.tolist() == [5]
     for text, message in [("[[1, 2, 3]", "not valid JSON"), ('{"box": []}', "without a 'boxes' key"),
-                          ("[[1, 2, 3]]", "box 0 is 3 numbers"), ("[[1, 2.5, 3, 4]]", "integer indices")]:
+                          ("[[1, 2, 3]]", "box 0 is 3 numbers"), ("[[1, 2.5, 3, 4]]", "integer indices"),
+                          ("[[1, 2, 1180591620717411303424, 4]]", "box 0 has 1180591620717411303424; coordinates are "
+                                                                  "integer indices"),  # was an OverflowError
+                          ("[[NaN, 2, 3, 4]]", "box 0 has nan")]:
         path.write_text(text)
         with pytest.raises(ImageError, match=message):
             boxes_from_json(path, is_3d=False)
+    for value, message in [({"boxes": [[1, 2, 3, 10, 11, 5]], "z_mid": [4, 4]}, "'z_mid' must be a list of 1 integers"),
+                           ([{"z_min": 3, "z_max": 2**80, "z_mid": 5, "z_mid_x_min": 1, "z_mid_y_min": 2,
+                              "z_mid_x_max": 10, "z_mid_y_max": 11}], "box 0 has z_max = 1208925819614629174706176; "
+                                                                      "expected an integer index")]:
+        path.write_text(json.dumps(value))
+        with pytest.raises(ImageError, match=message):
+            boxes_from_json(path, is_3d=True)
 
 
 # --- segment: the same masks as predict, the input's geometry written back ---

@@ -42,6 +42,7 @@ class Case:
 
 
 MAX_LABEL = 65535  # label maps are written as uint16 at most
+LARGEST_COORDINATE = 2**53  # a box coordinate beyond it is a client's mistake (and would overflow int64 past 2**63)
 
 
 def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
@@ -90,6 +91,9 @@ def check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) ->
         raise CaseError(f"boxes has dtype {boxes.dtype}; expected integers")
     if not np.all(np.isfinite(boxes)):
         raise CaseError("boxes holds NaN or infinite values")
+    if np.abs(boxes.astype(np.float64)).max() > LARGEST_COORDINATE:  # would wrap or saturate as int64
+        raise CaseError(f"boxes holds {boxes.ravel()[np.argmax(np.abs(boxes.astype(np.float64)))]}: coordinates are "
+                        f"pixel and slice indices")
     if np.issubdtype(boxes.dtype, np.floating):
         if not np.array_equal(boxes, np.round(boxes)):
             raise CaseError("boxes holds non-integer coordinates; expected pixel/slice indices")

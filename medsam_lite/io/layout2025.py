@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_lite.core.case import LARGEST_COORDINATE
 from medsam_lite.io.npy_header import read_npy_header
 
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")
@@ -94,7 +95,7 @@ def boxes_from_dicts(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for key in BOX_KEYS:
             value = item[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or float(value) != int(value):
+                    or not abs(float(value)) <= LARGEST_COORDINATE or float(value) != int(value):  # NaN fails <=
                 raise ValueError(f"box {i} has {key} = {value!r}; expected an integer index")
             values[key] = int(value)
         if not values["z_min"] <= values["z_mid"] <= values["z_max"]:

@@ -18,13 +18,12 @@ box may also be a CVPR 2025 dict ``{z_min, z_max, z_mid, z_mid_x_min, z_mid_y_mi
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import MAX_LABEL, CaseError, integer_labels, label_dtype
+from medsam_lite.core.case import LARGEST_COORDINATE, MAX_LABEL, CaseError, integer_labels, label_dtype
 from medsam_lite.io.layout2025 import boxes_from_dicts
 from medsam_lite.io.image import ImageData, ImageError
 
@@ -62,8 +61,8 @@ def _integer_rows(items: list, width: int, where: str) -> np.ndarray:
             got = f"{len(item)} numbers" if isinstance(item, list) else type(item).__name__
             raise ImageError(f"{where}: box {i} is {got}; a {'3D' if width == 6 else '2D'} box is {width} integers")
         for v in item:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
-                raise ImageError(f"{where}: box {i} has {v!r}; coordinates are integer indices")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= LARGEST_COORDINATE or v != int(v):
+                raise ImageError(f"{where}: box {i} has {v!r}; coordinates are integer indices")  # NaN fails <=
         rows.append([int(v) for v in item])
     return np.array(rows, dtype=np.int64).reshape(-1, width)
 
@@ -93,6 +92,8 @@ def boxes_from_json(path: Path, is_3d: bool) -> Prompts:
     if middles is not None:
         if not is_3d:
             raise ImageError(f"{where}: 'z_mid' is for 3D boxes; this image is 2D")
+        if not isinstance(middles, list) or len(middles) != len(items):
+            raise ImageError(f"{where}: 'z_mid' must be a list of {len(items)} integers, one per box")
         z_middle = _integer_rows([middles], len(items), where + " z_mid")[0] if items else np.zeros(0, np.int64)
     if items and all(isinstance(item, dict) for item in items):
         if not is_3d:

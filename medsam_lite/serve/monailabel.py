@@ -16,9 +16,9 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from medsam_lite.core.case import CaseError, check_boxes
+from medsam_lite.core.case import LARGEST_COORDINATE, CaseError, check_boxes
 from medsam_lite.serve.encode import nifti_bytes, png_bytes
-from medsam_lite.serve.service import LARGEST_COORDINATE, VERSION, Service
+from medsam_lite.serve.service import VERSION, Service
 from medsam_lite.serve.store import StoredImage
 from medsam_lite.serve.uploads import Intensity, UploadError
 

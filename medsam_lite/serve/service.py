@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from medsam_lite.core.case import MAX_LABEL, CaseError, check_boxes, label_dtype
+from medsam_lite.core.case import LARGEST_COORDINATE, MAX_LABEL, CaseError, check_boxes, label_dtype
 from medsam_lite.core.preprocess import resized_size
 from medsam_lite.engines import EngineChoice
 from medsam_lite.io.prompts import label_values_of
@@ -23,7 +23,6 @@ from medsam_lite.serve.uploads import Intensity, UploadError, decode_file, sniff
 from medsam_lite.serve.worker import InferenceWorker
 
 VERSION = "0.1.0"
-LARGEST_COORDINATE = 2**53  # a box coordinate beyond it is a client's mistake (and would overflow int64 beyond 2**63)
 
 
 @dataclass
