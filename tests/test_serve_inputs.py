@@ -60,6 +60,9 @@ def test_npz_uploads_with_broken_side_arrays_are_refused_naming_them(client):
                        (labels + 0.5, "gts holds non-integer values (float64)"),
                        (labels - 1, "gts holds values -1..-1; labels are 0..65535")]:
         _refused(_post_npz(client, "3DBox_g.npz", imgs=volume, boxes=box, gts=gts), 422, "3DBox_g.npz: " + words)
+    rgba = np.zeros((32, 40, 4), np.uint8)  # no 2D/3D in the name: the boxes' width says which was meant
+    _refused(_post_npz(client, "rgba.npz", imgs=rgba, boxes=np.array([[1, 1, 20, 20]])), 422,
+             "imgs has shape (32, 40, 4); a 2D case needs (H, W, 3)")
     thin = np.zeros((1200, 2, 3), np.uint8)
     _refused(_post_npz(client, "2DBox_thin.npz", imgs=thin, boxes=np.array([[0, 0, 1, 1199]])), 422,
              "2DBox_thin.npz: the image is 1200 x 2 pixels")

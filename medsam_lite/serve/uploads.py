@@ -88,7 +88,7 @@ def _check_pixels(count: int, shape, max_pixels: int) -> None:
 
 def read_case_npz(path: Path, client_name: str | None, max_pixels: int, require_boxes: bool = True) -> Case:
     """A challenge npz (checked as ``predict`` checks it; a stored image may come without ``boxes``); 3D by the
-    client's name (``3D...``) or, without one, by the shape of ``imgs``."""
+    client's name (``3D...``), else by the width of ``boxes`` (4 or 6), else by the shape of ``imgs``."""
     from medsam_lite.io.npy_header import read_npz_headers
 
     try:
@@ -101,7 +101,10 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int, require_
     _check_pixels(int(np.prod(shape, dtype=object)), shape, max_pixels)
     name = safe_name(client_name)
     if not (name.startswith("2D") or name.startswith("3D")):
-        name = ("3DBox_" if len(shape) == 3 and shape[-1] != 3 else "2DBox_") + name
+        boxes = headers.get("boxes")
+        width = boxes.shape[1] if boxes is not None and len(boxes.shape) == 2 else None
+        is_3d = width == 6 if width in (4, 6) else len(shape) == 3 and shape[-1] != 3
+        name = ("3DBox_" if is_3d else "2DBox_") + name
     folder = Path(tempfile.mkdtemp(prefix="read-", dir=path.parent))  # this upload's own: names cannot collide
     named = folder / (name if name.endswith(".npz") else name + ".npz")
     shutil.move(path, named)
