@@ -108,6 +108,11 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
     with pytest.raises(ValueError, match=r"boxes must be \(N, 6\) .* got shape \(4,\)"):
         predictor.predict_volume(np.zeros((4, 240, 320), np.uint8), [10, 10, 50, 50])
     assert predictor.predict(np.zeros((0, 4), np.int64)).shape == (0, 240, 320)
+    with pytest.raises(ValueError, match=r"the image is 2 x 1100 pixels: .* up to 512:1"):
+        predictor.set_image(np.zeros((2, 1100, 3), np.uint8))  # not encoded; the image set before stays
+    assert predictor.image.shape == (240, 320) and np.array_equal(predictor.predict(case["boxes"]), both)
+    with pytest.raises(ValueError, match=r"the image is 1100 x 2 pixels"):
+        predictor.predict_volume(np.zeros((3, 1100, 2), np.uint8), [[0, 0, 0, 1, 5, 1]])
 
 
 def test_import_medsam_lite_stays_cheap():

@@ -52,6 +52,7 @@ class Predictor:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}")
+        _check_model_size(image.shape[:2])
         self.image = image
         self.embedding = embedding if embedding is not None else encode_image(self.engine, image)
 
@@ -93,9 +94,21 @@ class Predictor:
         if volume.dtype != np.uint8 or volume.ndim != 3 or volume.shape[2] in (3, 4):
             hint = "; an (H, W, 3) picture goes to set_image" if volume.ndim == 3 and volume.shape[2] in (3, 4) else ""
             raise ValueError(f"expected a (D, H, W) uint8 volume, got {volume.shape} {volume.dtype}{hint}")
+        _check_model_size(volume.shape[1:])
         array = checked_boxes(boxes, volume.shape, is_3d=True)
         starts = None if z_middle is None else np.asarray(z_middle, dtype=np.int64)
         return segment_3d(self.engine, volume, array, dtype=label_dtype(len(array)), z_middle=starts)
+
+
+def _check_model_size(plane: tuple[int, int]) -> None:
+    """ValueError (as for other bad input here) for an image the model cannot take: too elongated."""
+    from medsam_lite.core.case import CaseError
+    from medsam_lite.core.preprocess import resized_size
+
+    try:
+        resized_size(*plane)
+    except CaseError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool) -> np.ndarray:
