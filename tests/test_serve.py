@@ -393,18 +393,36 @@ def _upload_with(c, path, headers):
 
 
 def test_serve_warns_without_a_token_off_loopback(exports, monkeypatch, tmp_path):
-    """(uvicorn.run replaced: it returns at once, as when it cannot bind; the temporary store is removed then too.)"""
+    """(uvicorn's Server.run replaced: it returns at once, as when it stops; the temporary store is removed then
+    too.)"""
     import tempfile
 
     import uvicorn
 
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    from .conftest import free_port
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--export-dir", str(exports("seeded"))])
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--port", str(free_port()), "--export-dir",
+                                       str(exports("seeded"))])
     assert result.exit_code == 0, result.stderr
     assert "WARNING: listening on 0.0.0.0 without a token" in result.stderr
-    quiet = CliRunner().invoke(main, ["serve", "--export-dir", str(exports("seeded")), "--token", "t"])
+    quiet = CliRunner().invoke(main, ["serve", "--port", str(free_port()), "--export-dir", str(exports("seeded")),
+                                      "--token", "t"])
     assert quiet.exit_code == 0 and "WARNING" not in quiet.stderr
     assert not list(tmp_path.glob("medsam-lite-store-*"))
+
+
+def test_a_port_in_use_is_said_before_the_engine_loads(exports):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--port", str(port), "--export-dir", str(exports("seeded"))])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another server "
+                                     f"is there: stop it or choose another --port)")  # no "ready ...; serving on" line
 
 

@@ -1,7 +1,9 @@
 """``medsam-lite serve``: the HTTP service (``serve``)."""
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -73,6 +75,7 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     if not settings.loopback and not settings.token:
         click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
+    listening = _listen(host, port)  # before the engine loads: a port in use is said at once
     start = time.perf_counter()
     choice = load_engine(engine, checkpoint, export_dir, precision, threads, background=True, offline=offline)
     compile_prompt_decoder(choice.engine)
@@ -86,6 +89,25 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s; serving on http://{host}:{port}/ "
                f"(API docs at /docs)", err=True)
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")).run([listening])
     finally:  # also when uvicorn stops before the application starts (the store's folder is removed)
         service.close()
+        listening.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), as uvicorn would bind it; one line and exit 2 when it cannot be (uvicorn
+    would say so only after the engine had loaded, below a line that said it was serving)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = " (another server is there: stop it or choose another --port)" if exc.errno == errno.EADDRINUSE else ""
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}")
+    return sock
