@@ -99,6 +99,7 @@ def test_clicks_are_ignored_once_and_missing_boxes_write_prev_pred_or_zeros(tmp_
     _write_2025(inputs / "3DBox_b_clicks.npz", DEMO_3D, clicks=np.array(clicks, dtype=object), prev_pred=previous)
     _write_2025(inputs / "3DBox_c_noboxes_prev.npz", DEMO_3D, z_mid="none", prev_pred=previous)
     _write_2025(inputs / "3DBox_d_noboxes.npz", DEMO_3D, z_mid="none")
+    _write_2025(inputs / "3DBox_e_noboxes_prev_cut.npz", DEMO_3D, z_mid="none", prev_pred=previous[:3])
     out = tmp_path / "out"
     result = _predict(inputs, out, checkpoint_path("seeded"))
     assert result.exit_code == 0, result.stderr
@@ -109,6 +110,9 @@ def test_clicks_are_ignored_once_and_missing_boxes_write_prev_pred_or_zeros(tmp_
     assert zeros.shape == volume.shape and zeros.dtype == np.uint8 and not zeros.any()
     assert "WARNING 3DBox_c_noboxes_prev.npz: no boxes array (2025 layout): writing prev_pred" in result.stderr
     assert "WARNING 3DBox_d_noboxes.npz: no boxes array (2025 layout): writing an all-zero segmentation" in result.stderr
+    assert not np.load(out / "3DBox_e_noboxes_prev_cut.npz")["segs"].any()  # a prev_pred that does not fit: said why
+    assert (f"WARNING 3DBox_e_noboxes_prev_cut.npz: no boxes array (2025 layout): writing an all-zero segmentation "
+            f"(prev_pred is {previous[:3].shape} uint8, not labels 0..255 on the image's grid {volume.shape})") in result.stderr
 
 
 class _RunsCode:

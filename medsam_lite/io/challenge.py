@@ -111,10 +111,13 @@ def _boxes_2025(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _fallback(arrays: dict[str, np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
     """prev_pred when a case has no boxes and prev_pred fits the image, else None; and what is written."""
     previous = arrays.get("prev_pred")
-    if previous is not None and previous.shape == shape and np.issubdtype(previous.dtype, np.integer) \
+    if previous is None:
+        return None, "writing an all-zero segmentation"
+    if previous.shape == shape and np.issubdtype(previous.dtype, np.integer) \
             and previous.size and 0 <= previous.min() and previous.max() <= 255:
         return previous.astype(np.uint8), "writing prev_pred (the previous prediction) unchanged"
-    return None, "writing an all-zero segmentation"
+    return None, (f"writing an all-zero segmentation (prev_pred is {previous.shape} {previous.dtype}, not labels "
+                  f"0..255 on the image's grid {shape})")
 
 
 def load_case(path: str | Path, require_boxes: bool = True) -> Case:
