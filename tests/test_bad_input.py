@@ -176,3 +176,8 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, bad_folder, checkpo
     )
     assert result.exit_code == 2
     assert f"the output folder {blocker / 'out'} is not writable" in result.stderr
+    file_as_folder = CliRunner().invoke(
+        main, ["predict", "-i", str(bad_folder), "-o", str(blocker), "--checkpoint", str(checkpoint_path("seeded"))]
+    )
+    assert file_as_folder.exit_code == 2
+    assert file_as_folder.stderr.strip() == f"error: the output folder {blocker} is a file; name a folder (it is made if missing)"

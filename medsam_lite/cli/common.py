@@ -63,6 +63,8 @@ def writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
 
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
+            if folder.exists() and not folder.is_dir():
+                fail(f"the {what} folder {folder} is a file; name a folder (it is made if missing)")
             try:
                 check_writable_dir(folder)
             except OSError as exc:
