@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from medsam_lite.core.case import MAX_LABEL, label_dtype
 from medsam_lite.serve.encode import MEDIA, encode, npz_bytes
 from medsam_lite.serve.schemas import ImageInfo, Info, LabelMap, MaskFormat, SegmentRequest
-from medsam_lite.serve.service import VERSION, Service
+from medsam_lite.serve.service import VERSION, Service, check_slice
 from medsam_lite.serve.store import StoredImage
 from medsam_lite.serve.uploads import Intensity, UploadError, read_case_npz
 
@@ -38,14 +38,6 @@ def _info(stored: StoredImage, existed: bool = False) -> ImageInfo:
     return ImageInfo(id=stored.id, name=m.name, kind=m.kind, is_3d=m.is_3d, shape=m.shape, boxes=m.boxes,
                      spacing=m.spacing, geometry=m.geometry, modality=m.modality, has_gts=m.has_gts,
                      value_range=m.value_range, existed=existed)
-
-
-def _check_plane(stored: StoredImage, z: int) -> None:
-    """422 for a slice index the image does not have (a 2D image has slice 0 only)."""
-    depth = stored.meta.shape[0] if stored.meta.is_3d else 1
-    if z >= depth:
-        raise UploadError(422, f"slice {z} is outside the volume (0..{depth - 1})" if stored.meta.is_3d
-                          else f"slice {z}: this image is 2D (one plane, slice 0)")
 
 
 @router.get("/healthz", tags=["service"])
@@ -103,7 +95,7 @@ async def image_slice(request: Request, image_id: str, z: int = Query(0, ge=0)) 
     """The uint8 image the model sees, as PNG: slice ``z`` of a volume, or the 2D image."""
     stored = _stored(_service(request), image_id)
     image = stored.image
-    _check_plane(stored, z)
+    check_slice(stored.meta, z)
     if stored.meta.is_3d:
         plane = np.asarray(image[z])
     else:
@@ -119,7 +111,7 @@ async def image_pixels(request: Request, image_id: str, z: int = Query(0, ge=0))
     for windowing on the client. ``X-Shape``: H,W (or H,W,3)."""
     stored = _stored(_service(request), image_id)
     raw = stored.raw()
-    _check_plane(stored, z)
+    check_slice(stored.meta, z)
     if stored.meta.is_3d:
         raw = raw[z]
     values = np.ascontiguousarray(raw, dtype="<f4")

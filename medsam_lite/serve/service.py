@@ -18,7 +18,7 @@ from medsam_lite.io.layout2025 import boxes_from_dicts
 from medsam_lite.serve.nni_sessions import SessionRegistry
 from medsam_lite.serve.predictor import SlicePredictor, Timing
 from medsam_lite.serve.settings import MIB, ServeSettings
-from medsam_lite.serve.store import ImageStore, StoredImage
+from medsam_lite.serve.store import ImageMeta, ImageStore, StoredImage
 from medsam_lite.serve.uploads import Intensity, UploadError, decode_file, sniff_suffix
 from medsam_lite.serve.worker import InferenceWorker
 
@@ -109,10 +109,8 @@ class Service:
             if z_middle is not None:
                 z_middle = np.clip(z_middle, arr[:, 2], arr[:, 5])
         else:
-            if not meta.is_3d and slice_:
-                raise UploadError(422, f"slice {slice_}: this image is 2D (one plane); leave slice out")
-            if meta.is_3d and slice_ >= image.shape[0]:
-                raise UploadError(422, f"slice {slice_} is outside the volume (0..{image.shape[0] - 1})")
+            if slice_ is not None:
+                check_slice(meta, slice_)
             arr = _box_array(raw if boxes is not None or not meta.is_3d else [], 4)
             plane_shape = image.shape[1:] if meta.is_3d else image.shape[:2]
             arr = _checked(arr, plane_shape, False)
@@ -127,6 +125,14 @@ class Service:
         if values is not None:
             segs = label_values_of(segs, values)
         return segs, timing
+
+
+def check_slice(meta: ImageMeta, z: int) -> None:
+    """422 for a slice index the image does not have (a 2D image has slice 0 only)."""
+    depth = meta.shape[0] if meta.is_3d else 1
+    if z >= depth:
+        raise UploadError(422, f"slice {z} is outside the volume (0..{depth - 1})" if meta.is_3d
+                          else f"slice {z}: this image is 2D (one plane, slice 0)")
 
 
 def _box_array(raw: list, width: int) -> np.ndarray:
