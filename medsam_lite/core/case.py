@@ -61,6 +61,14 @@ def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
     return labels
 
 
+def check_label_map(labels: np.ndarray, grid: tuple[int, ...], name: str) -> np.ndarray:
+    """A label map that must lie on the image's ``grid`` (a challenge ``gts``) -> its ``integer_labels``; CaseError
+    naming ``name`` for another grid or other values."""
+    if labels.shape != tuple(grid):
+        raise CaseError(f"{name} is {labels.shape} but imgs is {tuple(grid)}: images and labels on different grids")
+    return integer_labels(labels, name)
+
+
 def check_spacing(raw: np.ndarray, lengths: tuple[int, ...] = (3,)) -> tuple[float, ...]:
     """A case's ``spacing`` array -> its values (mm, in the stored order) as floats; CaseError unless they are
     finite, positive numbers, as many as one of ``lengths`` (3 for a volume's x, y, z)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medsam_lite.core.case import Case, CaseError, check_spacing, integer_labels
+from medsam_lite.core.case import Case, CaseError, check_label_map, check_spacing
 from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
 from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
@@ -127,16 +127,11 @@ def _spacing_and_gts(path: Path, name: str, case: Case) -> tuple[list[float] | N
             gts = data["gts"] if "gts" in data.files else None
         if spacing is not None:
             spacing = list(check_spacing(spacing, (3,) if case.is_3d else (2, 3)))
+        return spacing, None if gts is None else check_label_map(gts, grid, "gts")
     except CaseError as exc:
         raise UploadError(422, f"{name}: {exc}") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UploadError(422, f"{name}: cannot read spacing or gts: {exc}") from exc
-    if gts is not None and gts.shape != grid:
-        raise UploadError(422, f"{name}: gts is {gts.shape} but imgs is {grid}: images and labels on different grids")
-    try:
-        return spacing, None if gts is None else integer_labels(gts, "gts")
-    except CaseError as exc:
-        raise UploadError(422, f"{name}: {exc}") from exc
 
 
 def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Intensity,

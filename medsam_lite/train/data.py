@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import CaseError, check_spacing, integer_labels
+from medsam_lite.core.case import CaseError, check_label_map, check_spacing
 from medsam_lite.core.preprocess import resized_size
 from medsam_lite.io.challenge import load_case, open_npz
 from medsam_lite.io.image import ImageError, case_name, image_suffix
@@ -113,9 +113,7 @@ def _read_challenge(source: CaseSource) -> TrainingCase:
         gts = data["gts"]
         spacing = data["spacing"] if "spacing" in data.files else None
     grid = case.image.shape if case.is_3d else case.image.shape[:2]
-    if gts.shape != grid:
-        raise CaseError(f"gts in {source.labels.name} is {gts.shape} but imgs is {grid}: images and labels on different grids")
-    gts = integer_labels(gts, f"gts in {source.labels.name}")
+    gts = check_label_map(gts, grid, f"gts in {source.labels.name}")
     if spacing is None:
         with np.load(source.image, allow_pickle=False) as data:
             spacing = data["spacing"] if "spacing" in data.files else None
