@@ -57,7 +57,7 @@ def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spac
                     try:
                         spacing = check_spacing(stored)
                     except CaseError as exc:
-                        raise CaseError(f"the ground truth {gt_path.parent.name}/{gt_path.name}: {exc}") from exc
+                        raise CaseError(f"{_named(gt_path, 'ground truth')}: {exc}") from exc
                 if spacing_order == "zyx":
                     spacing = spacing[::-1]
         metrics = case_metrics(gts, segs, spacing, nsd=nsd)
@@ -73,18 +73,23 @@ def evaluate_case(case: str, seg_dir: Path, gt_dir: Path, nsd: bool = True, spac
     return CaseRow(case, metrics.dsc, metrics.nsd, note)
 
 
+def _named(path: Path, what: str) -> str:
+    """How an error names a file: ``the ground truth gts/x.npz`` (``what``: prediction or ground truth)."""
+    return f"the {what} {path.parent.name}/{path.name}"
+
+
 def _open(path: Path, what: str) -> np.lib.npyio.NpzFile:
     """The .npz at ``path``; CaseError naming it (``what``: prediction or ground truth) when it is none."""
     try:
         return open_npz(path)
     except CaseError as exc:
-        raise CaseError(f"the {what} {path.parent.name}/{path.name}: {exc}") from exc
+        raise CaseError(f"{_named(path, what)}: {exc}") from exc
 
 
 def _array(data: np.lib.npyio.NpzFile, key: str, path: Path, what: str, why: str = "") -> np.ndarray:
     """Array ``key`` of an open .npz; CaseError naming the file and the arrays it has when it is missing."""
     if key not in data.files:
-        raise CaseError(f"the {what} {path.parent.name}/{path.name} has no {key} array{why}; it has "
+        raise CaseError(f"{_named(path, what)} has no {key} array{why}; it has "
                         f"{', '.join(data.files) or 'none'}")
     return data[key]
 
