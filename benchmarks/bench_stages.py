@@ -162,11 +162,11 @@ def print_encoder_parts(core, config: dict, export_dirs: list[Path]) -> None:
     print("\nencoder pass by part: ms, share, GFLOP/s")
     print(f"{'part':<36}" + "".join(f"{d.name[-22:]:>34}" for d in export_dirs))
     order = lambda p: (p in ("neck", "unnamed"), p == "unnamed", p)  # noqa: E731  stages 0-3, neck, unnamed
+    totals = [sum(ms for ms, _ in parts.values()) for parts in results]
     for part in sorted({p for parts in results for p in parts}, key=order):
         cells = []
-        for parts in results:
+        for parts, total in zip(results, totals):
             ms, gflop = parts.get(part, (0.0, 0.0))
-            total = sum(t for t, _ in parts.values())
             cells.append(_cell(ms, total, gflop))
         print(f"{part:<36}" + "".join(f"{c:>34}" for c in cells))
 
