@@ -242,3 +242,65 @@ def test_the_token_is_asked_once_and_kept_for_the_session(page, server):
     page.reload()
     page.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
     assert not page.is_visible("#token-dialog")  # kept in sessionStorage: not asked again
+
+
+# A slow machine, made certain: the page's replies from `path` arrive `ms` later (the page's own fetch, wrapped);
+# window.lateReplies counts those handed over.
+_LATE_REPLIES = """([path, ms]) => { const fetch = window.fetch; window.lateReplies = 0;
+    window.fetch = async (...args) => { const reply = await fetch(...args); if (String(args[0]).includes(path)) {
+      await new Promise((done) => setTimeout(done, ms)); window.lateReplies += 1; } return reply; }; }"""
+_VOXELS_PER_SLICE = """() => { const s = window.medsam.state; const plane = s.height * s.width; const out = [];
+    for (let z = 0; z < s.depth; z++) { const counts = {}; for (let i = 0; i < plane; i++) { const v = s.labels.map[z * plane + i];
+      if (v) counts[v] = (counts[v] || 0) + 1; } out.push(counts); } return out; }"""
+
+
+def test_a_late_mask_lands_on_its_own_slice_with_its_own_label(page, server):
+    """The slice moved on and a second box was drawn while the first box's mask was on its way."""
+    case = shared_path("cases", "imgs", LESION)
+    info = _open(page, server("official"), case)
+    x0, y0, _, x1, y1, _ = info["boxes"][0]
+    drawn_on = page.evaluate("window.medsam.state.z")
+    page.evaluate(_LATE_REPLIES, ["/segment", 1500])
+    _drag_box(page, [x0, y0, x1, y1])
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    _labels_made(page, 1)
+    assert page.evaluate("window.medsam.state.z") == drawn_on + 2
+    per_slice = page.evaluate(_VOXELS_PER_SLICE)
+    assert [z for z, counts in enumerate(per_slice) if counts] == [drawn_on]  # was painted on drawn_on + 2
+    assert per_slice[drawn_on] == {"1": per_slice[drawn_on]["1"]} and per_slice[drawn_on]["1"] > 100
+    # two boxes on this slice, the second drawn before the first's mask came: two labels, one box each
+    _drag_box(page, [x0, y0, (x0 + x1) // 2, y1])
+    _drag_box(page, [(x0 + x1) // 2 + 1, y0, x1, y1])
+    _labels_made(page, 3)
+    entries = page.evaluate("window.medsam.state.labels.entries.map((e) => [e.label, e.boxes.length])")
+    assert entries == [[1, 1], [2, 1], [3, 1]]  # both were label 2 (one entry of two boxes)
+    per_slice = page.evaluate(_VOXELS_PER_SLICE)
+    assert set(per_slice[drawn_on + 2]) == {"2", "3"}
+
+
+def test_a_reply_for_an_image_or_slice_no_longer_shown_is_dropped(page, server):
+    url = server("official")
+    _open(page, url, shared_path("cases", "imgs", LESION))
+    # the pixels of the slice passed over come after those of the slice stopped on: the latter stays drawn
+    z = page.evaluate("window.medsam.state.z")
+    page.evaluate(_LATE_REPLIES, [f"/pixels?z={z - 1}", 1000])
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"document.getElementById('slice-number').textContent.startsWith('{z - 2} ')")
+    page.wait_for_function("window.lateReplies === 1")
+    page.wait_for_timeout(300)
+    drawn = _canvas_sum(page)
+    page.keyboard.press("f")  # draws the slice on screen again
+    page.wait_for_timeout(300)
+    assert _canvas_sum(page) == drawn
+    # another image opened while the stored boxes are segmented: their labels are not put on it
+    page.evaluate(_LATE_REPLIES, ["/segment", 1500])
+    page.click("#segment-all")
+    page.set_input_files("#file", str(shared_path("cases", "imgs", XRAY)))
+    page.wait_for_function("window.medsam.state.info.name.startsWith('2DBox') && document.getElementById('progress').hidden")
+    page.wait_for_function("window.lateReplies === 1")  # the lesion's masks came
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.medsam.state.labels.entries.length") == 0
+    assert page.evaluate("window.medsam.state.labels.map.every((v) => v === 0)")
+    assert page.text_content("#status").startswith(XRAY) and page.is_hidden("#error")

@@ -1,44 +1,15 @@
 // The page: open an image, look through it, draw boxes, get masks, download them. Everything is computed by the
 // service (the same pipeline as `medsam-lite predict`); the page shows and collects.
 
-import { Api, ApiError } from "./api.js";
-import { Labels, colourOf, decodeRuns, encodeRuns } from "./labels.js";
+import { ApiError } from "./api.js";
+import { Labels, decodeRuns, encodeRuns } from "./labels.js";
+import { $, api, state } from "./state.js";
+import { PRESETS, afterEdit, clampPixel, clientToPixel, fit, imageToClient, preset, render, renderLabelList, setSlice, zoom }
+  from "./view.js";
 
-const PRESETS = { abdomen: [40, 400], lung: [-600, 1500], brain: [40, 80], bone: [400, 1800] };
-const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
-const context = canvas.getContext("2d");
-
-const state = {
-  info: null, // ImageInfo from the server
-  z: 0,
-  depth: 1,
-  height: 0,
-  width: 0,
-  channels: 1,
-  level: 127.5,
-  width_: 255,
-  scale: 1,
-  offset: [0, 0],
-  slices: new Map(), // z -> Float32Array of stored values
-  labels: null,
-  opacity: 0.5,
-  outline: false,
-  drag: null, // {kind: 'box'|'window'|'pan', start: [x, y], ...}
-  busy: false,
-};
 const timings = []; // {kind, ms, encoded}: mouse-up to mask drawn, measured with performance.now()
 window.medsam = { state, timings, imageToClient, fileName: () => state.info && state.info.name };
-
-const api = new Api(askToken);
-
-function askToken() {
-  return new Promise((resolve) => {
-    const dialog = $("token-dialog");
-    dialog.addEventListener("close", () => resolve($("token").value.trim()), { once: true });
-    dialog.showModal();
-  });
-}
 
 function showError(err) {
   const text = err instanceof ApiError ? err.message : `Something went wrong: ${err.message || err}`;
@@ -50,33 +21,47 @@ function status(text) {
   $("status").textContent = text;
 }
 
-function setBusy(text) {
-  state.busy = Boolean(text);
-  $("progress").hidden = !text;
-  if (!text) return;
-  const started = performance.now();
+// The job the progress line shows (an upload, a propagation, stored boxes): drawing waits for it. Opening another
+// image starts a job of its own, and what a job of the image before brings back is dropped (its masks are not
+// this image's).
+let busyJob = null;
+
+function startBusy(text) {
+  const job = { text, started: performance.now() };
+  busyJob = job;
+  state.busy = true;
+  $("progress").hidden = false;
   const tick = () => {
-    if (!state.busy) return;
-    $("progress-text").textContent = `${text} (${((performance.now() - started) / 1000).toFixed(1)} s)`;
+    if (busyJob !== job) return;
+    $("progress-text").textContent = `${text} (${((performance.now() - job.started) / 1000).toFixed(1)} s)`;
     requestAnimationFrame(tick);
   };
   tick();
+  return job;
+}
+
+function endBusy(job) {
+  if (busyJob !== job) return;
+  busyJob = null;
+  state.busy = false;
+  $("progress").hidden = true;
 }
 
 // --- opening an image ---
 
 async function open(file) {
   $("error").hidden = true;
-  setBusy(`Uploading ${file.name}`);
+  const job = startBusy(`Uploading ${file.name}`);
   try {
     const info = await api.upload(file, $("modality").value);
+    if (busyJob !== job) return; // another file was opened meanwhile
     await show(info);
     status(`${info.name}: ${info.shape.join(" x ")}${info.is_3d ? " (3D)" : ""}, ${info.boxes.length} stored box(es). `
       + "Draw a box to segment.");
   } catch (err) {
-    showError(err);
+    if (busyJob === job) showError(err);
   } finally {
-    setBusy("");
+    endBusy(job);
   }
 }
 
@@ -110,185 +95,39 @@ async function show(info) {
   renderLabelList();
 }
 
-// --- drawing ---
-
-async function sliceValues(z) {
-  if (!state.slices.has(z)) {
-    const { shape, values } = await api.pixels(state.info.id, z);
-    state.channels = shape.length === 3 ? shape[2] : 1;
-    state.slices.set(z, values);
-    if (state.slices.size > 64) state.slices.delete(state.slices.keys().next().value);
-  }
-  return state.slices.get(z);
-}
-
-const offscreen = document.createElement("canvas");
-
-function fit() {
-  const box = canvas.getBoundingClientRect();
-  canvas.width = Math.max(1, Math.round(box.width));
-  canvas.height = Math.max(1, Math.round(box.height));
-  if (!state.info) return;
-  state.scale = Math.min(canvas.width / state.width, canvas.height / state.height);
-  state.offset = [(canvas.width - state.width * state.scale) / 2, (canvas.height - state.height * state.scale) / 2];
-}
-
-function imageToClient(x, y) {
-  // image pixel coordinates (x, y; a pixel's centre is +0.5) -> client (page) coordinates
-  const box = canvas.getBoundingClientRect();
-  return [box.left + (x * state.scale + state.offset[0]) * box.width / canvas.width,
-    box.top + (y * state.scale + state.offset[1]) * box.height / canvas.height];
-}
-
-function clientToPixel(event) {
-  const box = canvas.getBoundingClientRect();
-  const cx = (event.clientX - box.left) * canvas.width / box.width;
-  const cy = (event.clientY - box.top) * canvas.height / box.height;
-  return [Math.floor((cx - state.offset[0]) / state.scale), Math.floor((cy - state.offset[1]) / state.scale)];
-}
-
-function clampPixel([x, y]) {
-  return [Math.min(Math.max(x, 0), state.width - 1), Math.min(Math.max(y, 0), state.height - 1)];
-}
-
-async function render() {
-  if (!state.info) return;
-  const values = await sliceValues(state.z);
-  const { width, height, channels } = state;
-  offscreen.width = width;
-  offscreen.height = height;
-  const octx = offscreen.getContext("2d");
-  const picture = octx.createImageData(width, height);
-  const out = picture.data;
-  const low = state.level - state.width_ / 2;
-  const gain = 255 / state.width_;
-  const plane = height * width;
-  const labels = state.labels.map;
-  const base = state.info.is_3d ? state.z * plane : 0;
-  const alpha = state.opacity;
-  const top = state.labels.entries.reduce((m, e) => Math.max(m, e.label), 0);
-  const shown = new Uint8Array(top + 1);
-  const colours = new Uint8Array((top + 1) * 3);
-  for (const entry of state.labels.entries) {
-    shown[entry.label] = entry.visible ? 1 : 0;
-    colours.set(colourOf(entry.label), entry.label * 3);
-  }
-  for (let i = 0; i < plane; i++) {
-    for (let c = 0; c < 3; c++) {
-      const v = channels === 3 ? values[i * 3 + c] : values[i];
-      out[i * 4 + c] = Math.max(0, Math.min(255, (v - low) * gain));
-    }
-    out[i * 4 + 3] = 255;
-    const label = labels[base + i];
-    if (!label || label > top || !shown[label]) continue;
-    if (state.outline) {
-      const x = i % width;
-      const y = (i - x) / width;
-      const same = (j) => labels[base + j] === label;
-      const inside = x > 0 && x < width - 1 && y > 0 && y < height - 1
-        && same(i - 1) && same(i + 1) && same(i - width) && same(i + width);
-      if (inside) continue;
-    }
-    const a = state.outline ? 1 : alpha;
-    for (let c = 0; c < 3; c++) out[i * 4 + c] = (1 - a) * out[i * 4 + c] + a * colours[label * 3 + c];
-  }
-  octx.putImageData(picture, 0, 0);
-  context.setTransform(1, 0, 0, 1, 0, 0);
-  context.fillStyle = "#000";
-  context.fillRect(0, 0, canvas.width, canvas.height);
-  context.imageSmoothingEnabled = false;
-  context.setTransform(state.scale, 0, 0, state.scale, state.offset[0], state.offset[1]);
-  context.drawImage(offscreen, 0, 0);
-  drawBoxes();
-  $("slice").value = state.z;
-  $("slice-number").textContent = `${state.z} / ${state.depth - 1}`;
-  $("window-text").textContent = `L ${Math.round(state.level)} / W ${Math.round(state.width_)}`;
-}
-
-function strokeBox(x0, y0, x1, y1, colour, dashed) {
-  context.save();
-  context.setTransform(1, 0, 0, 1, 0, 0);
-  context.strokeStyle = colour;
-  context.lineWidth = 1.5;
-  context.setLineDash(dashed ? [5, 4] : []);
-  const s = state.scale;
-  context.strokeRect(x0 * s + state.offset[0], y0 * s + state.offset[1], (x1 - x0 + 1) * s, (y1 - y0 + 1) * s);
-  context.restore();
-}
-
-function drawBoxes() {
-  const z = state.z;
-  for (const b of state.info.boxes) { // stored boxes of the npz
-    if (b.length === 4) strokeBox(b[0], b[1], b[2], b[3], "#ffffff", true);
-    else if (b[2] <= z && z <= b[5]) strokeBox(b[0], b[1], b[3], b[4], "#ffffff", true);
-  }
-  for (const entry of state.labels.entries) {
-    if (!entry.visible) continue;
-    const [r, g, bl] = colourOf(entry.label);
-    for (const b of entry.boxes) {
-      if (b.length === 4) strokeBox(b[0], b[1], b[2], b[3], `rgb(${r},${g},${bl})`, false);
-      else if (b[2] <= z && z <= b[5] && (b[2] === b[5] || b[6] === z)) strokeBox(b[0], b[1], b[3], b[4], `rgb(${r},${g},${bl})`, false);
-    }
-  }
-  if (state.drag && state.drag.kind === "box") {
-    const [a, b] = [state.drag.start, state.drag.now];
-    strokeBox(Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1]), "#6cb6ff", false);
-  }
-}
-
-function renderLabelList() {
-  const list = $("labels");
-  list.replaceChildren();
-  for (const entry of state.labels.entries) {
-    const item = document.createElement("li");
-    const [r, g, b] = colourOf(entry.label);
-    const boxes = entry.boxes.map((box) => `[${box.slice(0, box.length === 7 ? 6 : box.length).join(", ")}]`).join(" ");
-    item.innerHTML = `<input type="checkbox" ${entry.visible ? "checked" : ""} title="show">`
-      + `<span class="swatch" style="background: rgb(${r},${g},${b})"></span><span>${entry.label}</span>`
-      + `<span class="boxes" title="${boxes}">${boxes}</span><button title="delete">×</button>`;
-    item.querySelector("input").addEventListener("change", (e) => { entry.visible = e.target.checked; render(); });
-    item.querySelector("button").addEventListener("click", () => {
-      state.labels.snapshot();
-      state.labels.remove(entry.label);
-      afterEdit();
-    });
-    list.append(item);
-  }
-  $("undo").disabled = state.labels.undoStack.length === 0;
-}
-
-function afterEdit() {
-  renderLabelList();
-  return render();
-}
-
 // --- segmenting ---
 
+// Segment a drawn box on the slice it was drawn on; several may be on their way at once (each gets its label when
+// its mask arrives). A reply for an image no longer on screen is dropped.
 async function segmentBox(box, releasedAt) {
-  const labels = state.labels;
-  const label = labels.nextLabel();
-  const propagate = state.info.is_3d && $("propagate").checked;
+  const image = state.info;
+  const z = state.z;
+  const propagate = image.is_3d && $("propagate").checked;
   let body;
   let record;
-  if (!state.info.is_3d) {
+  let job = null;
+  if (!image.is_3d) {
     body = { boxes: [box], labels: [1] };
     record = box;
   } else if (propagate) {
-    const zMin = Math.min(Number($("z-min").value), state.z);
-    const zMax = Math.max(Number($("z-max").value), state.z);
-    body = { boxes: [{ z_min: zMin, z_max: zMax, z_mid: state.z, z_mid_x_min: box[0], z_mid_y_min: box[1],
+    const zMin = Math.min(Number($("z-min").value), z);
+    const zMax = Math.max(Number($("z-max").value), z);
+    body = { boxes: [{ z_min: zMin, z_max: zMax, z_mid: z, z_mid_x_min: box[0], z_mid_y_min: box[1],
       z_mid_x_max: box[2], z_mid_y_max: box[3] }] };
-    record = [box[0], box[1], zMin, box[2], box[3], zMax, state.z];
-    setBusy(`Propagating over slices ${zMin}–${zMax}`);
+    record = [box[0], box[1], zMin, box[2], box[3], zMax, z];
+    job = startBusy(`Propagating over slices ${zMin}–${zMax}`);
   } else {
-    body = { boxes: [box], slice: state.z };
-    record = [box[0], box[1], state.z, box[2], box[3], state.z, state.z];
+    body = { boxes: [box], slice: z };
+    record = [box[0], box[1], z, box[2], box[3], z, z];
   }
   try {
-    const result = await api.segment(state.info.id, body);
+    const result = await api.segment(image.id, body);
+    if (state.info !== image) return;
     const mask = decodeRuns(result.rle);
+    const labels = state.labels;
+    const label = labels.nextLabel();
     labels.snapshot();
-    const offset = state.info.is_3d && !propagate ? state.z * state.height * state.width : 0;
+    const offset = image.is_3d && !propagate ? z * state.height * state.width : 0;
     labels.paint(mask, offset, label, record);
     await afterEdit();
     const ms = performance.now() - releasedAt;
@@ -296,27 +135,29 @@ async function segmentBox(box, releasedAt) {
     status(`label ${label}: mask drawn ${ms.toFixed(0)} ms after the mouse was released `
       + `(${result.encoded ? "slice encoded" : "cached embedding"}, server ${(result.seconds * 1000).toFixed(0)} ms)`);
   } catch (err) {
-    showError(err);
+    if (state.info === image) showError(err);
   } finally {
-    setBusy("");
+    if (job) endBusy(job);
   }
 }
 
 async function segmentAll() {
-  if (!state.info || !state.info.boxes.length) return;
-  setBusy(`Segmenting ${state.info.boxes.length} stored box(es)`);
+  const image = state.info;
+  if (!image || !image.boxes.length || state.busy) return;
+  const job = startBusy(`Segmenting ${image.boxes.length} stored box(es)`);
   try {
-    const result = await api.segment(state.info.id, {});
+    const result = await api.segment(image.id, {});
+    if (state.info !== image) return;
     state.labels.snapshot();
-    state.labels.replace(decodeRuns(result.rle), state.info.boxes.map((b) => (b.length === 6
+    state.labels.replace(decodeRuns(result.rle), image.boxes.map((b) => (b.length === 6
       ? [...b, Math.floor((b[5] - b[2]) / 2 + b[2])] : b)));
     await afterEdit();
-    status(`${state.info.boxes.length} box(es) segmented: ${result.encoded} slice(s) encoded, server `
+    status(`${image.boxes.length} box(es) segmented: ${result.encoded} slice(s) encoded, server `
       + `${result.seconds.toFixed(2)} s`);
   } catch (err) {
-    showError(err);
+    if (state.info === image) showError(err);
   } finally {
-    setBusy("");
+    endBusy(job);
   }
 }
 
@@ -406,32 +247,6 @@ canvas.addEventListener("wheel", (e) => {
   if (e.ctrlKey || !state.info.is_3d) zoom(e.deltaY < 0 ? 1.15 : 1 / 1.15, e);
   else setSlice(state.z + (e.deltaY > 0 ? 1 : -1));
 }, { passive: false });
-
-function zoom(factor, event) {
-  const box = canvas.getBoundingClientRect();
-  const cx = event ? (event.clientX - box.left) * canvas.width / box.width : canvas.width / 2;
-  const cy = event ? (event.clientY - box.top) * canvas.height / box.height : canvas.height / 2;
-  state.offset = [cx - (cx - state.offset[0]) * factor, cy - (cy - state.offset[1]) * factor];
-  state.scale *= factor;
-  render();
-}
-
-function setSlice(z) {
-  if (!state.info) return;
-  state.z = Math.min(Math.max(z, 0), state.depth - 1);
-  render();
-}
-
-function preset(name) {
-  if (!state.info) return;
-  if (name === "full") {
-    const [lo, hi] = state.info.value_range;
-    [state.level, state.width_] = [(lo + hi) / 2, Math.max(hi - lo, 1)];
-  } else if (state.info.kind === "medical" && state.info.modality === "CT") {
-    [state.level, state.width_] = PRESETS[name];
-  }
-  render();
-}
 
 $("file").addEventListener("change", (e) => { if (e.target.files[0]) open(e.target.files[0]); e.target.value = ""; });
 $("slice").addEventListener("input", (e) => setSlice(Number(e.target.value)));
