@@ -13,7 +13,8 @@
 # peak memory of the container's cgroup, the image size and the start-up time of an empty case. It also
 # checks that an output folder owned by another user is written (files owned by that user), that a fixed
 # user (as the official image runs) is refused there with one clear line, that a case too large for -m 8G is
-# refused unread (memory guard) and a full output disk fails only that case (a 4 KiB tmpfs), and that hadolint
+# refused unread (memory guard), a full output disk fails only that case (a 4 KiB tmpfs), `docker stop` keeps
+# the finished cases and leaves nothing of the one under way (exit 143), and that hadolint
 # finds nothing in the Dockerfile, and that `medsam-lite serve` runs in the image (one request). Everything it started or made is stopped and removed at the end. Exit 1 on any failure.
 #
 # Usage: sudo scripts/docker_test.sh [--shared DIR] [--only SUBSTR]
@@ -277,6 +278,29 @@ if [ "$disk_rc" != 1 ] || [[ "$disk_line" != *"no space left on device"* ]] \
   cat "$WORK/disk.log" >&2; failures=$((failures + 1))
 fi
 
+# 9b. `docker stop` (SIGTERM to predict.sh's medsam-lite, PID 1 in the container): the X-ray finished before it
+# is kept whole, the AMOS CT under way leaves nothing, the log says so and the exit code is 143.
+mkdir -p "$WORK/stop/in" "$WORK/stop/out"
+cp "$SHARED/cases/imgs/2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz" "$SHARED/cases/imgs/3DBox_CT_AMOS_amos_0018.npz" \
+  "$WORK/stop/in/"
+chmod -R a+rX "$WORK/stop/in"
+docker container run -d -m 8G --name medsam-lite-case-stop -v "$WORK/stop/in":/workspace/inputs/ \
+  -v "$WORK/stop/out":/workspace/outputs/ "$IMAGE":latest /bin/bash -c "sh predict.sh" >/dev/null
+for _ in $(seq 1 1200); do  # the X-ray's line (at most 4 minutes)
+  docker logs medsam-lite-case-stop 2>&1 | grep -q '^2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz: ' && break
+  sleep 0.2
+done
+docker stop -t 30 medsam-lite-case-stop >/dev/null
+stop_rc=$(docker wait medsam-lite-case-stop)
+docker logs medsam-lite-case-stop >"$WORK/stop.log" 2>&1
+docker rm -f medsam-lite-case-stop >/dev/null 2>&1 || true
+stop_line=$(grep -m 1 '^stopped by SIGTERM' "$WORK/stop.log" || true)
+stop_left=$(ls -A "$WORK/stop/out" | tr '\n' ' ')
+if [ "$stop_rc" != 143 ] || [[ "$stop_line" != "stopped by SIGTERM: 1 written, "* ]] \
+   || [ "$stop_left" != "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz " ]; then
+  cat "$WORK/stop.log" >&2; failures=$((failures + 1))
+fi
+
 # 10. The service in the image: `medsam-lite serve` with a token on 127.0.0.1 (host network: this test's dockerd
 # runs without a bridge; elsewhere `-p 8000:8000 ... --host 0.0.0.0` as the README says). /healthz answers
 # without the token, /v1/info not; the web page is served; one POST /v1/predict of the X-ray equals the
@@ -342,6 +366,7 @@ printf 'same folder, container run as a fixed user (--user 1000, as the official
 printf 'memory guard (-m 8G, a 400x4096x4096 header): exit %s, "%s"; written: %s\n' "$memory_rc" "$memory_line" \
   "$memory_written"
 printf 'disk guard (outputs on a 4 KiB tmpfs): exit %s, "%s"; %s\n' "$disk_rc" "$disk_line" "$disk_left"
+printf 'docker stop during the second case: exit %s, "%s"; left: %s\n' "$stop_rc" "$stop_line" "$stop_left"
 printf 'service in the image: %s\n' "$serve_line"
 printf 'hadolint Dockerfile: %s\n' "$hadolint_result"
 [ "$hadolint_result" = clean ] || failures=$((failures + 1))

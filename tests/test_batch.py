@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -344,3 +345,41 @@ def test_concurrent_shards_write_every_case_once_equal_to_one_run(tmp_path, expo
 def test_malformed_shard_is_refused(inputs, tmp_path, value):
     result = _predict(["-i", inputs, "-o", tmp_path / "out", "--shard", value])
     assert result.exit_code == 2 and "expected K/N with 0 <= K < N" in result.stderr
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_by_sigterm_or_ctrl_c_keeps_what_it_finished_and_says_so(tmp_path, exports, checkpoint_path,
+                                                                              stop):
+    """A scheduler's time limit or `docker stop` (SIGTERM), or Ctrl+C: the finished cases are whole and in the
+    timing CSV, the case under way leaves nothing, the exit code says which, and the same command does the rest."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _small_case(inputs, "2DBox_first.npz")
+    for name in ("a", "b", "c"):  # about a second each: the signal comes while one of them runs
+        shutil.copy(DEMO / "imgs/3DBox_Synthetic_ellipsoids.npz", inputs / f"3DBox_Synthetic_{name}.npz")
+    out, timing = tmp_path / "out", tmp_path / "timing.csv"
+    command = [sys.executable, "-m", "medsam_lite", "predict", "-i", str(inputs), "-o", str(out), "--timing-csv",
+               str(timing), "--checkpoint", str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded"))]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    lines = []
+    for line in process.stderr:  # the first case's line, then the signal
+        lines.append(line)
+        if line.startswith("2DBox_first.npz: 1 box(es)"):
+            process.send_signal(stop)
+            break
+    lines += process.stderr.readlines()
+    assert process.wait(60) == (143 if stop == signal.SIGTERM else 130), "".join(lines)
+    said = "SIGTERM" if stop == signal.SIGTERM else "Ctrl+C"
+    last = lines[-1]
+    assert last.startswith(f"stopped by {said}: ") and "run the same command again to do the rest" in last, last
+    written = sorted(p.name for p in out.iterdir())  # no hidden .part file of the case under way
+    assert "2DBox_first.npz" in written and len(written) < 4 and f"{len(written)} written, " in last
+    assert sorted(row.split(",")[0] for row in timing.read_text().splitlines()[1:]) == written
+    for name in written:
+        assert np.load(out / name)["segs"].any()
+
+    again = subprocess.run(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert again.returncode == 0, again.stderr
+    assert f"{4 - len(written)} written, {len(written)} skipped (output exists), 0 failed" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in inputs.iterdir())

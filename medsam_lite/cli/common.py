@@ -1,9 +1,13 @@
 """What the commands share: the click group, the engine options and loading, log lines, the report of a run."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import click
 
@@ -105,34 +109,67 @@ def main() -> None:
     """Exact, fast LiteMedSAM inference and evaluation for the CVPR 'MedSAM on Laptop' challenge format."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit or preemption, ``docker stop``, a pod's eviction), raised where the main
+    thread is, as Ctrl+C raises KeyboardInterrupt."""
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM raises ``Stopped`` in the main thread within the block. Without a handler a SIGTERM kills the
+    process before it reports (and the process of ``predict.sh``, PID 1 in a container, ignores it until the
+    SIGKILL that follows)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Stopped()
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
                    quiet: bool, with_model: bool = False) -> None:
     """Report each result as it comes (the process's start-up counted on the first case it ran), write the
-    timing CSV, print the summary; exit 1 when any case failed."""
+    timing CSV, print the summary; exit 1 when any case failed. Ctrl+C or SIGTERM stops the run between two
+    steps: the case under way leaves nothing (each output is written whole or not at all), the timing CSV
+    and the summary cover the cases finished, and the exit code is 130 or 143."""
     from medsam_lite.batch.runner import write_timing_csv
 
     startup = process_age()
     startup = startup if startup is not None else time.perf_counter() - CLI_IMPORTED
-    results, said = [], set()
-    for result in results_iter:
-        if startup and result.status != "skipped":
-            result.stages["startup"] = result.stages.get("startup", 0.0) + startup
-            startup = 0.0
-        results.append(result)
-        report_result(result, quiet, with_model)
-        for note in result.notes:
-            if note not in said:
-                said.add(note)
-                say(f"note: {note}", quiet)
+    results, said, stopped = [], set(), None
+    with stopped_by_sigterm():
+        try:
+            for result in results_iter:
+                if startup and result.status != "skipped":
+                    result.stages["startup"] = result.stages.get("startup", 0.0) + startup
+                    startup = 0.0
+                results.append(result)
+                report_result(result, quiet, with_model)
+                for note in result.notes:
+                    if note not in said:
+                        said.add(note)
+                        say(f"note: {note}", quiet)
+        except KeyboardInterrupt as exc:
+            stopped = ("SIGTERM", 143) if isinstance(exc, Stopped) else ("Ctrl+C", 130)
+            results_iter.close()  # a write under way on the writer thread ends (whole) first
     bar.close()
     if timing_csv is not None:
         write_timing_csv(timing_csv, results)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    click.echo(
-        f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
-        f"of {len(results)} {unit}(s) in {time.perf_counter() - start:.1f} s -> {output_dir}",
-        err=True,
-    )
+    summary = (f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
+               f"of {len(results)} {unit}(s) in {time.perf_counter() - start:.1f} s -> {output_dir}")
+    if stopped:
+        click.echo(f"stopped by {stopped[0]}: {summary}. The {unit} under way left nothing; run the same command "
+                   f"again to do the rest (outputs that exist are skipped)", err=True)
+        sys.exit(stopped[1])
+    click.echo(summary, err=True)
     if counts["failed"]:
         sys.exit(1)
 
