@@ -197,6 +197,42 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, checkpoint
     assert whole.val_dsc_after == pytest.approx(json.loads((tmp_path / "b/run/summary.json").read_text())["val_dsc_after"])
 
 
+def test_a_run_stopped_while_encoding_its_cache_resumes(data, tmp_path, checkpoint_path, exports, monkeypatch):
+    """Stopped (Ctrl+C, a scheduler's SIGTERM) before its first last.pt, while the embedding cache fills: the
+    command says how to go on, --resume starts the run from its config and split and equals an uninterrupted run
+    (both -o and --resume refused such a folder before, each naming the other)."""
+    from medsam_lite.train.cache_build import CacheFiller
+
+    whole = _config(data, tmp_path / "a" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1)
+    finetune(whole)
+    run = tmp_path / "b" / "run"
+    add, added = CacheFiller.add, []
+
+    def add_then_stop(self, source, case):
+        if added:
+            raise KeyboardInterrupt  # as Ctrl+C would, after the first case is in the cache
+        added.append(source)
+        return add(self, source, case)
+
+    monkeypatch.setattr(CacheFiller, "add", add_then_stop)
+    stopped = CliRunner().invoke(main, ["finetune", str(data), "-o", str(run), "--checkpoint", str(checkpoint_path("seeded")),
+                                        "--export-dir", str(exports("seeded")), "--cache-dir", str(tmp_path / "b" / "cache"),
+                                        "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
+                                        "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
+                                        "--split", str(data.parent / "split-given.json")])
+    assert stopped.exit_code == 130, stopped.stderr
+    assert f"stopped by Ctrl+C: `medsam-lite finetune --resume {run}` continues" in stopped.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "split.json"]
+    monkeypatch.setattr(CacheFiller, "add", add)
+    resumed = CliRunner().invoke(main, ["finetune", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "stopped before its starting weights were scored" in resumed.stderr
+    without_seconds = lambda run: [row.rsplit(",", 1)[0] for row in (run / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert without_seconds(run) == without_seconds(tmp_path / "a" / "run") and len(without_seconds(run)) == 3
+    a, b = _weights(tmp_path / "a/run/best.pth"), _weights(run / "best.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_two_processes_equal_one(data, tmp_path, checkpoint_path, exports):
     """torchrun with 2 CPU processes (Gloo), each taking half of every batch, ends where one process ends."""
     one = _config(data, tmp_path / "one" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0)

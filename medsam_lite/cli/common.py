@@ -133,6 +133,11 @@ def stopped_by_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def stopped_how(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped a command (for its last line) and its exit code: 143 for SIGTERM, 130 for Ctrl+C."""
+    return ("SIGTERM", 143) if isinstance(exc, Stopped) else ("Ctrl+C", 130)
+
+
 def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
                    quiet: bool, with_model: bool = False) -> None:
     """Report each result as it comes (the process's start-up counted on the first case it ran), write the
@@ -157,7 +162,7 @@ def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path,
                         said.add(note)
                         say(f"note: {note}", quiet)
         except KeyboardInterrupt as exc:
-            stopped = ("SIGTERM", 143) if isinstance(exc, Stopped) else ("Ctrl+C", 130)
+            stopped = stopped_how(exc)
             results_iter.close()  # a write under way on the writer thread ends (whole) first
     bar.close()
     if timing_csv is not None:

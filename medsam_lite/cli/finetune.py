@@ -1,11 +1,13 @@
 """``medsam-lite finetune``: adapt LiteMedSAM to labelled cases (``train.finetune``); ``--resume RUN_DIR``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from medsam_lite.cli.common import CHECKPOINT_OPTION, OFFLINE_OPTION, fail, main, say
+from medsam_lite.cli.common import (CHECKPOINT_OPTION, OFFLINE_OPTION, fail, main, say, stopped_by_sigterm,
+                                    stopped_how)
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.checkpoint import CheckpointError
 
@@ -100,7 +102,17 @@ def finetune(data: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | No
     from medsam_lite.train.loop import finetune as run
 
     try:
-        run(config, resume=resume_dir is not None, overwrite=overwrite, stop_after=stop_after,
-            allow_fetch=not offline, say=say)
+        with stopped_by_sigterm():
+            run(config, resume=resume_dir is not None, overwrite=overwrite, stop_after=stop_after,
+                allow_fetch=not offline, say=say)
     except (RunDirError, CheckpointError, WeightsError, ValueError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM: a scheduler's time limit
+        how, code = stopped_how(exc)
+        from tqdm import tqdm
+
+        for bar in list(tqdm._instances):  # the cache's bar, else left under this line by the exit
+            bar.close()
+        click.echo(f"stopped by {how}: `medsam-lite finetune --resume {config.run_dir}` continues from the last "
+                   "finished epoch (last.pt; the slices already encoded stay in the embedding cache)", err=True)
+        sys.exit(code)

@@ -89,6 +89,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
             f"({', '.join(shared_cases(split)[:3])}): the validation DSC measures fitting, not generalisation")
     if dist.is_main and not resume:
         config.save(run_dir / "config.json")
+    if dist.is_main and not (run_dir / "split.json").is_file():
         save_atomic(run_dir / "split.json", lambda tmp: tmp.write_text(json.dumps(split, indent=1) + "\n"))
     from medsam_lite.engines.checkpoint import load_model
     from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
@@ -140,10 +141,12 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
         return _mean([s.dsc for s in scores]), (_mean([s.nsd for s in scores]) if nsd else None), scores
 
     state = RunState()
-    if resume:
+    if resume and (run_dir / "last.pt").is_file():
         state = load_last(run_dir, model, optimizer, schedule, dist.device)
         log(f"resumed {run_dir} after epoch {state.epoch} (best validation DSC {state.best:.4f} at epoch {state.best_epoch})")
     else:
+        if resume:
+            log(f"resumed {run_dir}, stopped before its starting weights were scored: starting there")
         dsc, nsd, scores = validate(nsd=True)
         state.rows.append({"epoch": 0, "val_dsc": dsc, "seconds": time.perf_counter() - started})
         state.best, state.dsc_before, state.nsd_before, state.before = dsc, dsc, nsd, {s.name: asdict(s) for s in scores}
@@ -191,7 +194,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
 
 def _split(config: FinetuneConfig, run_dir: Path, resume: bool, names: list[str]) -> dict[str, list[str]]:
     """The run's split: the saved one when resuming, the user's ``--split``, else a seeded draw by case."""
-    if resume:
+    if resume and (run_dir / "split.json").is_file():
         return read_split(run_dir / "split.json", names)
     if config.split:
         return read_split(config.split, names)

@@ -29,9 +29,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Make sure ``run_dir`` can take this run: refuse one that holds a run (unless ``resume``/``overwrite``)
     and one that cannot be written; ``overwrite`` removes the earlier run's files (only those)."""
     holds_run = any((run_dir / name).exists() for name in RUN_FILES)
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise RunDirError(f"{run_dir}: nothing to resume (no last.pt); start a run with -o {run_dir}")
+    if resume:  # a run stopped before its first last.pt (while encoding the cache) starts again from its config
+        if not (run_dir / "config.json").is_file():
+            raise RunDirError(f"{run_dir}: nothing to resume (no config.json); start a run with -o {run_dir}")
     elif holds_run and not overwrite:
         raise RunDirError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or start again with "
                           "--overwrite")
