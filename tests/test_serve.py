@@ -426,3 +426,48 @@ def test_a_port_in_use_is_said_before_the_engine_loads(exports):
                                      f"is there: stop it or choose another --port)")  # no "ready ...; serving on" line
 
 
+
+
+def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
+    """`docker stop` / a pod's eviction while a propagation runs: the server says it is stopping, answers the cut
+    request 503 with Retry-After (was: it waited for the whole job, past docker stop's SIGKILL), and exits."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from .conftest import start_serve
+
+    volume = np.zeros((80, 64, 64), np.uint8)
+    volume[:, 20:44, 20:44] = 200
+    case = tmp_path / "3DBox_long.npz"
+    np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))  # 80 slices: 80 encoder passes
+    url, process = start_serve("--export-dir", str(exports("seeded")), "--store-dir", str(tmp_path / "store"),
+                               "--shutdown-grace", "1")
+    try:
+        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
+                + case.read_bytes() + b"\r\n--b--\r\n")
+        stored = json.load(urllib.request.urlopen(urllib.request.Request(
+            url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+        reply = {}
+
+        def segment() -> None:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url + f"/v1/images/{stored['id']}/segment", data=b"{}",
+                                                              headers={"Content-Type": "application/json"}), timeout=300)
+                reply["status"] = 200
+            except urllib.error.HTTPError as exc:
+                reply.update(status=exc.code, detail=json.loads(exc.read())["detail"], retry=exc.headers["Retry-After"])
+
+        asking = threading.Thread(target=segment)
+        asking.start()
+        time.sleep(1.5)  # the job is under way
+        process.send_signal(signal.SIGTERM)
+        asking.join(120)
+        assert reply == {"status": 503, "detail": "the server is stopping; send this again once it is back", "retry": "10"}
+        process.wait(60)
+        assert "stopping (SIGTERM): the requests under way get up to 1 s" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -51,12 +52,15 @@ from medsam_lite.cli.common import (
               help="nnInteractive sessions (viewers) held at once; one more is answered 503.")
 @click.option("--session-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds an nnInteractive session may stay idle before it is reaped (410 afterwards).")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=5, show_default=True,
+              help="Seconds a SIGTERM or Ctrl+C gives the requests under way before the server stops; a longer job "
+                   "(a propagation) is cut and its client sees the connection close (docker stop waits 10 s).")
 @OFFLINE_OPTION
 def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
           threads: int | None, cache_mb: int, store_mb: int, store_dir: Path | None, max_upload_mb: int,
           max_pixels: int, queue_size: int, token: str | None, cors_origins: tuple[str, ...], modality: str | None,
           window: str | None, window_level: float | None, window_width: float | None, reach: int | None,
-          max_sessions: int, session_timeout: float, offline: bool) -> None:
+          max_sessions: int, session_timeout: float, shutdown_grace: float, offline: bool) -> None:
     """An HTTP service: the native API (/v1, documented at /docs), samapi's (/sam/, QuPath's SAM extension),
     FastMedSAM's (/upload/, /segment/), nnInteractive's (/nninteractive: 3D Slicer, napari) and MONAI Label's
     (/monailabel: 3D Slicer), with an embedding cache."""
@@ -80,8 +84,6 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     choice = load_engine(engine, checkpoint, export_dir, precision, threads, background=True, offline=offline)
     compile_prompt_decoder(choice.engine)
     engine_ready(choice)
-    import uvicorn
-
     from medsam_lite.serve.app import create_app
     from medsam_lite.serve.service import Service
 
@@ -89,10 +91,27 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s; serving on http://{host}:{port}/ "
                f"(API docs at /docs)", err=True)
     try:
-        uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")).run([listening])
+        _server(create_app(service), host, port, shutdown_grace, service).run([listening])
     finally:  # also when uvicorn stops before the application starts (the store's folder is removed)
         service.close()
         listening.close()
+
+
+def _server(app, host: str, port: int, grace: float, service):
+    """uvicorn's server for ``app``, which says when a signal stops it, marks ``service`` as stopping (new
+    requests get 503) and cuts what still runs after ``grace`` seconds (uvicorn alone waits for every request, a
+    60 s propagation included, past docker stop's SIGKILL)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            service.stopping = True
+            if not self.should_exit:
+                click.echo(f"stopping ({signal.Signals(sig).name}): the requests under way get up to {grace:g} s",
+                           err=True)
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace))
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -1,6 +1,8 @@
-"""The FastAPI application: middlewares (token, upload limit, CORS), error replies, and the routers."""
+"""The FastAPI application: middlewares (token, upload limit, CORS, shutdown), error replies, and the routers."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -100,6 +102,35 @@ class TokenGuard:
                          [(b"www-authenticate", b"Bearer")])
 
 
+class StopGuard:
+    """While the server stops (SIGTERM, Ctrl+C; ``Service.stopping``): a request that comes is answered 503, and
+    one whose job the shutdown cuts after its grace gets the same 503 rather than uvicorn's 500 and traceback."""
+
+    def __init__(self, app, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = "the server is stopping; send this again once it is back"
+        if self.service.stopping:
+            return await _send_json(send, 503, message, [(b"retry-after", b"10")])
+        started = False
+
+        async def tracking_send(event):
+            nonlocal started
+            started = started or event["type"] == "http.response.start"
+            await send(event)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not self.service.stopping or started:
+                raise
+            with contextlib.suppress(Exception):  # the connection may be closing already
+                await _send_json(send, 503, message, [(b"retry-after", b"10")])
+
+
 async def _send_json(send, status: int, detail: str, headers: list | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -160,4 +191,5 @@ def create_app(service: Service) -> FastAPI:
                                                                 "X-Slices-Cached"])
     app.add_middleware(TokenGuard, token=settings.token)
     app.add_middleware(BodyLimit, limit=settings.max_upload_mb * 2**20)
+    app.add_middleware(StopGuard, service=service)
     return app

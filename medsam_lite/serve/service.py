@@ -35,6 +35,7 @@ class Service:
     store: ImageStore
     sessions: SessionRegistry = field(default=None)  # nnInteractive's leases
     viewer_ids: dict[str, str] = field(default_factory=dict)  # MONAI Label image id -> stored image id
+    stopping: bool = False  # a signal is stopping the server: requests are answered 503 (app.StopGuard)
 
     @classmethod
     def start(cls, settings: ServeSettings, choice: EngineChoice, model_sha256: str | None) -> "Service":
