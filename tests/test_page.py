@@ -304,3 +304,15 @@ def test_a_reply_for_an_image_or_slice_no_longer_shown_is_dropped(page, server):
     assert page.evaluate("window.medsam.state.labels.entries.length") == 0
     assert page.evaluate("window.medsam.state.labels.map.every((v) => v === 0)")
     assert page.text_content("#status").startswith(XRAY) and page.is_hidden("#error")
+
+
+def test_a_503_is_shown_with_the_servers_reason(page, server):
+    """Busy (queue full) and stopping (SIGTERM) are both 503: the page shows which, not one fixed sentence."""
+    info = _open(page, server("seeded"), ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz")
+    detail = "the server is stopping; send this again once it is back"
+    page.route("**/segment?*", lambda route: route.fulfill(status=503, content_type="application/json",
+                                                          headers={"Retry-After": "10"}, body=json.dumps({"detail": detail})))
+    _drag_box(page, info["boxes"][0])
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error-text") == f"The server cannot take it now ({detail}); try again in a moment."
+    assert page.evaluate("window.medsam.state.labels.entries.length") == 0

@@ -14,7 +14,7 @@ function plainWords(status, detail) {
   if (status === 413) return `Too large: ${detail}`;
   if (status === 415) return `Not a file this server reads: ${detail}`;
   if (status === 422) return `The server could not use it: ${detail}`;
-  if (status === 503) return "The server is busy with other work; try again in a moment.";
+  if (status === 503) return `The server cannot take it now (${detail}); try again in a moment.`; // busy or stopping
   if (status === 404) return `Not found on the server: ${detail}`;
   if (status === 401) return "The server needs its token.";
   return `The server answered ${status}: ${detail}`;
