@@ -54,7 +54,7 @@ from medsam_lite.cli.common import (
               help="Seconds an nnInteractive session may stay idle before it is reaped (410 afterwards).")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=5, show_default=True,
               help="Seconds a SIGTERM or Ctrl+C gives the requests under way before the server stops; a longer job "
-                   "(a propagation) is cut and its client sees the connection close (docker stop waits 10 s).")
+                   "(a propagation) is cut and answered 503 (docker stop waits 10 s before its SIGKILL).")
 @OFFLINE_OPTION
 def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir: Path | None, precision: str,
           threads: int | None, cache_mb: int, store_mb: int, store_dir: Path | None, max_upload_mb: int,
