@@ -316,3 +316,15 @@ def test_a_503_is_shown_with_the_servers_reason(page, server):
     page.wait_for_selector("#error:not([hidden])")
     assert page.text_content("#error-text") == f"The server cannot take it now ({detail}); try again in a moment."
     assert page.evaluate("window.medsam.state.labels.entries.length") == 0
+
+
+def test_a_slice_the_server_cannot_give_is_said_in_words(page, server):
+    """The server went away while a volume is open: moving to a slice not fetched yet shows why nothing changes
+    (it was an unhandled promise rejection, with no word on the page)."""
+    _open(page, server("seeded"), ROOT / "test_demo/imgs/3DBox_Synthetic_ellipsoids.npz")
+    z = page.evaluate("window.medsam.state.z")
+    page.route("**/pixels?*", lambda route: route.abort())
+    page.keyboard.press("ArrowUp")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error-text").startswith("Cannot reach the server")
+    assert page.text_content("#slice-number").startswith(f"{z} ")  # the slice drawn is still the one named

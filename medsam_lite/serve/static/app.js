@@ -1,21 +1,14 @@
 // The page: open an image, look through it, draw boxes, get masks, download them. Everything is computed by the
 // service (the same pipeline as `medsam-lite predict`); the page shows and collects.
 
-import { ApiError } from "./api.js";
 import { Labels, decodeRuns, encodeRuns } from "./labels.js";
-import { $, api, state } from "./state.js";
+import { $, api, showError, state } from "./state.js";
 import { PRESETS, afterEdit, clampPixel, clientToPixel, fit, imageToClient, preset, render, renderLabelList, setSlice, zoom }
   from "./view.js";
 
 const canvas = $("canvas");
 const timings = []; // {kind, ms, encoded}: mouse-up to mask drawn, measured with performance.now()
 window.medsam = { state, timings, imageToClient, fileName: () => state.info && state.info.name };
-
-function showError(err) {
-  const text = err instanceof ApiError ? err.message : `Something went wrong: ${err.message || err}`;
-  $("error-text").textContent = text;
-  $("error").hidden = false;
-}
 
 function status(text) {
   $("status").textContent = text;

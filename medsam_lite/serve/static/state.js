@@ -1,6 +1,7 @@
-// What the page holds (the image on screen, how it is shown, its labels) and its connection to the service.
+// What the page holds (the image on screen, how it is shown, its labels), its connection to the service, and the
+// line that tells the user what went wrong.
 
-import { Api } from "./api.js";
+import { Api, ApiError } from "./api.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -31,4 +32,10 @@ function askToken() {
     dialog.addEventListener("close", () => resolve($("token").value.trim()), { once: true });
     dialog.showModal();
   });
+}
+
+export function showError(err) {
+  const text = err instanceof ApiError ? err.message : `Something went wrong: ${err.message || err}`;
+  $("error-text").textContent = text;
+  $("error").hidden = false;
 }

@@ -1,7 +1,7 @@
 // Drawing the slice on screen: its stored values through the window/level, the labels over them, the boxes; and
 // the mapping between image pixels and the canvas (fit, zoom, pan, slice).
 
-import { $, api, state } from "./state.js";
+import { $, api, showError, state } from "./state.js";
 import { colourOf } from "./labels.js";
 
 export const PRESETS = { abdomen: [40, 400], lung: [-600, 1500], brain: [40, 80], bone: [400, 1800] };
@@ -53,7 +53,13 @@ export function clampPixel([x, y]) {
 export async function render() {
   if (!state.info) return;
   const z = state.z;
-  const values = await sliceValues(z);
+  let values;
+  try {
+    values = await sliceValues(z);
+  } catch (err) { // the server went away, or forgot the image: said, and the slice on screen stays
+    showError(err);
+    return;
+  }
   if (values === null || z !== state.z) return; // a later render draws what is on screen now
   const { width, height, channels } = state;
   offscreen.width = width;
