@@ -115,6 +115,46 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
         predictor.predict_volume(np.zeros((3, 1100, 2), np.uint8), [[0, 0, 0, 1, 5, 1]])
 
 
+def test_one_predictor_from_several_threads_and_an_encoding_that_fails(exports, checkpoint_path, monkeypatch):
+    """Threads sharing a Predictor take turns (OpenVINO answered "Infer Request is busy" to the second); an
+    encoding that fails or is interrupted leaves the image before with its own embedding (it kept the new image
+    beside the old embedding: masks of one image at the other's size)."""
+    import threading
+
+    from medsam_lite import Predictor
+
+    predictor = Predictor(checkpoint=checkpoint_path("seeded"), export_dir=exports("seeded"))
+    picture = np.load(DEMO / "imgs/2DBox_Synthetic_ellipses.npz")
+    volume = np.load(DEMO / "imgs/3DBox_Synthetic_ellipsoids.npz")
+    predictor.set_image(picture["imgs"])
+    masks, labels = predictor.predict(picture["boxes"]), predictor.predict_volume(volume["imgs"], volume["boxes"])
+    same, errors = [], []
+
+    def work(call, expected):
+        try:
+            for _ in range(4):
+                same.append(np.array_equal(call(), expected))
+        except Exception as exc:  # noqa: BLE001 - what the test reports
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(lambda: predictor.predict(picture["boxes"]), masks)) for _ in range(2)]
+    threads.append(threading.Thread(target=work, args=(lambda: predictor.predict_volume(volume["imgs"], volume["boxes"]),
+                                                       labels)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and same == [True] * 12
+
+    def interrupted(engine, image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("medsam_lite.pipeline.segment.encode_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predictor.set_image(np.zeros((64, 64, 3), np.uint8))
+    assert predictor.image.shape == (240, 320, 3) and np.array_equal(predictor.predict(picture["boxes"]), masks)
+
+
 def test_import_medsam_lite_stays_cheap():
     done = subprocess.run([sys.executable, "-c", "import sys, medsam_lite; print(sorted(m for m in ('numpy', 'torch', "
                            "'openvino', 'medsam_lite.pipeline.predictor') if m in sys.modules)); print(medsam_lite.Predictor.__name__)"],

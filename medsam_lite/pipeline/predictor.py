@@ -11,6 +11,7 @@ through the same engines and pipeline as the command line, so the numbers are th
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,11 @@ class Predictor:
     cached official ones, else fetched once unless ``offline``). ``engine``: ``auto`` (OpenVINO on the export of
     those weights, made once where there is none), ``openvino`` or ``torch``. ``precision``: ``f32`` (exact),
     ``bf16`` or ``int8`` (OpenVINO, approximate), ``fast`` (what ``medsam_lite.engines.precision`` measured to
-    keep accuracy on this CPU; ``predictor.engine.precision_label`` says which ran). ``export_dir``: an export folder to use as it is."""
+    keep accuracy on this CPU; ``predictor.engine.precision_label`` says which ran). ``export_dir``: an export folder to use as it is.
+
+    Calls from several threads take turns (each runs whole; the engine's inference requests serve one call at a
+    time), and ``set_image`` sets the image with its embedding or not at all. A Predictor holds one image, as
+    ``SamPredictor`` does: threads that each segment images of their own need a Predictor each."""
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, engine: str = "auto", precision: str = "f32",
                  export_dir: str | os.PathLike[str] | None = None, threads: int | None = None, offline: bool = False,
@@ -38,6 +43,7 @@ class Predictor:
         self.engine.ready()
         self.image: np.ndarray | None = None
         self.embedding: Any | None = None  # of ``image``: keep it and pass it to ``set_image`` to skip the encoder
+        self._turn = threading.RLock()  # one call at a time: "Infer Request is busy" from OpenVINO otherwise
 
     @property
     def description(self) -> str:
@@ -53,8 +59,9 @@ class Predictor:
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}")
         _check_model_size(image.shape[:2])
-        self.image = image
-        self.embedding = embedding if embedding is not None else encode_image(self.engine, image)
+        with self._turn:  # an encoding that fails (or is interrupted) leaves the image before with its embedding
+            encoded = embedding if embedding is not None else encode_image(self.engine, image)
+            self.image, self.embedding = image, encoded
 
     def _boxes(self, boxes: np.ndarray | list) -> np.ndarray:
         if self.image is None:
@@ -67,9 +74,11 @@ class Predictor:
         from medsam_lite.core.preprocess import box_to_256, resized_size
 
         single = np.ndim(boxes) == 1
-        array = self._boxes(boxes)
-        original = self.image.shape[:2]
-        masks = list(self.engine.masks(self.embedding, box_to_256(array, original), resized_size(*original), original))
+        with self._turn:
+            array = self._boxes(boxes)
+            original = self.image.shape[:2]
+            masks = list(self.engine.masks(self.embedding, box_to_256(array, original), resized_size(*original),
+                                           original))
         stacked = np.stack(masks) if masks else np.zeros((0, *original), bool)
         return stacked[0] if single else stacked
 
@@ -79,8 +88,9 @@ class Predictor:
         from medsam_lite.core.case import label_dtype
         from medsam_lite.pipeline.segment import segment_2d
 
-        array = self._boxes(boxes)
-        return segment_2d(self.engine, self.image, array, dtype=label_dtype(len(array)), embedding=self.embedding)
+        with self._turn:
+            array = self._boxes(boxes)
+            return segment_2d(self.engine, self.image, array, dtype=label_dtype(len(array)), embedding=self.embedding)
 
     def predict_volume(self, volume: np.ndarray, boxes: np.ndarray | list,
                        z_middle: np.ndarray | list | None = None) -> np.ndarray:
@@ -97,7 +107,8 @@ class Predictor:
         _check_model_size(volume.shape[1:])
         array = checked_boxes(boxes, volume.shape, is_3d=True)
         starts = None if z_middle is None else np.asarray(z_middle, dtype=np.int64)
-        return segment_3d(self.engine, volume, array, dtype=label_dtype(len(array)), z_middle=starts)
+        with self._turn:
+            return segment_3d(self.engine, volume, array, dtype=label_dtype(len(array)), z_middle=starts)
 
 
 def _check_model_size(plane: tuple[int, int]) -> None:
