@@ -270,6 +270,30 @@ def test_a_case_is_written_while_the_next_is_computed(inputs, tmp_path, torch_en
         np.testing.assert_array_equal(np.load(out / path.name)["segs"], np.load(in_turn / path.name)["segs"])
 
 
+def test_a_stop_while_the_next_case_is_computed_still_reports_the_case_written(inputs, tmp_path, torch_engines,
+                                                                           monkeypatch):
+    """Ctrl+C or SIGTERM while case k+1 is computed and case k is written on the writer thread: case k's result
+    still comes (it was lost: its file existed, the summary and the timing CSV did not list it), then the stop."""
+    compute, computed = runner.compute_case, []
+
+    def stopped_on_the_second(*args, **kwargs):
+        if computed:
+            raise KeyboardInterrupt
+        computed.append(args[1].name)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "compute_case", stopped_on_the_second)
+    cases, _ = find_cases(inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    results = []
+    with pytest.raises(KeyboardInterrupt):
+        for result in run_folder(torch_engines("seeded"), cases, out, overlap_writes=True):
+            results.append(result)
+    assert [(r.case, r.status) for r in results] == [(cases[0].name, "ok")]
+    assert sorted(p.name for p in out.iterdir()) == [cases[0].name]
+
+
 def test_writes_overlap_only_with_a_cpu_left_for_them(tmp_path, monkeypatch):
     """``usable_cpus``: the affinity capped by a cgroup quota (v2, v1, none); writes overlap the next case only
     when ``--threads`` leaves one of those CPUs free."""

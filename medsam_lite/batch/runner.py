@@ -157,30 +157,42 @@ def run_folder(
     ``overlap_writes`` (see ``writes_can_overlap``): case k's files are written on a writer thread while case
     k+1 is computed (PNG and zlib encoding release the GIL; an overlay of a 2604x1726 mammogram takes 0.28 s);
     its result comes once they are written. The official schedule writes in turn, as the official script does.
-    A generator closed early still finishes the write under way (each is atomic), so nothing is half-written."""
+    A generator closed early still finishes the write under way (each is atomic), so nothing is half-written;
+    stopped by Ctrl+C or SIGTERM while a case is computed, it yields the case written meanwhile before the stop
+    goes on, so that the run's report and timing CSV list every output that exists."""
     with _Writes(overlap_writes and schedule != "official") as writes:
-        for path in cases:
-            if not overwrite and (output_dir / path.name).exists():
+        try:
+            yield from _run_cases(engine, cases, output_dir, overwrite, overlay_dir, schedule, writes)
+        except KeyboardInterrupt:
+            yield from writes.flush()
+            raise
+
+
+def _run_cases(engine: Engine | ModelRouter, cases: Iterable[Path], output_dir: Path, overwrite: bool,
+               overlay_dir: Path | None, schedule: str, writes: "_Writes") -> Iterator[CaseResult]:
+    """``run_folder``'s loop, its writes through ``writes``."""
+    for path in cases:
+        if not overwrite and (output_dir / path.name).exists():
+            yield from writes.flush()
+            yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
+            continue
+        if isinstance(engine, ModelRouter):
+            try:
+                label, choice = engine.choice_for(path.name)
+            except Exception as exc:  # the model could not be loaded: this case fails, the run goes on
                 yield from writes.flush()
-                yield CaseResult(path.name, "skipped", message="output exists (use --overwrite to redo it)")
+                yield CaseResult(path.name, "failed", message=f"its model could not be loaded: {exc}")
                 continue
-            if isinstance(engine, ModelRouter):
-                try:
-                    label, choice = engine.choice_for(path.name)
-                except Exception as exc:  # the model could not be loaded: this case fails, the run goes on
-                    yield from writes.flush()
-                    yield CaseResult(path.name, "failed", message=f"its model could not be loaded: {exc}")
-                    continue
-                case_engine = choice.engine
-            else:
-                label, case_engine = engine.name, engine
-            result, writer = compute_case(case_engine, path, output_dir / path.name, overlay_dir, schedule)
-            result.model, result.precision = label, case_engine.precision_label
-            if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
-                result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
-            yield from writes.flush()  # the previous case, written meanwhile
-            yield from writes.submit(result, writer)
-        yield from writes.flush()
+            case_engine = choice.engine
+        else:
+            label, case_engine = engine.name, engine
+        result, writer = compute_case(case_engine, path, output_dir / path.name, overlay_dir, schedule)
+        result.model, result.precision = label, case_engine.precision_label
+        if isinstance(engine, ModelRouter):  # a model loaded for this case counts as its start-up
+            result.stages["startup"] = result.stages.get("startup", 0.0) + engine.take_load_seconds()
+        yield from writes.flush()  # the previous case, written meanwhile
+        yield from writes.submit(result, writer)
+    yield from writes.flush()
 
 
 class _Writes:
