@@ -22,7 +22,6 @@ let busyJob = null;
 function startBusy(text) {
   const job = { text, started: performance.now() };
   busyJob = job;
-  state.busy = true;
   $("progress").hidden = false;
   const tick = () => {
     if (busyJob !== job) return;
@@ -36,7 +35,6 @@ function startBusy(text) {
 function endBusy(job) {
   if (busyJob !== job) return;
   busyJob = null;
-  state.busy = false;
   $("progress").hidden = true;
 }
 
@@ -136,7 +134,7 @@ async function segmentBox(box, releasedAt) {
 
 async function segmentAll() {
   const image = state.info;
-  if (!image || !image.boxes.length || state.busy) return;
+  if (!image || !image.boxes.length || busyJob) return;
   const job = startBusy(`Segmenting ${image.boxes.length} stored box(es)`);
   try {
     const result = await api.segment(image.id, {});
@@ -203,7 +201,7 @@ async function download(kind) {
 
 canvas.addEventListener("contextmenu", (e) => e.preventDefault());
 canvas.addEventListener("pointerdown", (e) => {
-  if (!state.info || state.busy) return;
+  if (!state.info || busyJob) return;
   canvas.setPointerCapture(e.pointerId);
   const kind = e.button === 1 || e.altKey ? "pan" : e.button === 2 || e.shiftKey ? "window" : "box";
   state.drag = { kind, start: clampPixel(clientToPixel(e)), now: clampPixel(clientToPixel(e)), client: [e.clientX, e.clientY],

@@ -21,7 +21,6 @@ export const state = {
   opacity: 0.5,
   outline: false,
   drag: null, // {kind: 'box'|'window'|'pan', start: [x, y], ...}
-  busy: false,
 };
 
 export const api = new Api(askToken);
