@@ -112,9 +112,13 @@ class StopGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        message = "the server is stopping; send this again once it is back"
+
+        async def refuse() -> None:
+            await _send_json(send, 503, "the server is stopping; send this again once it is back",
+                             [(b"retry-after", b"10")])
+
         if self.service.stopping:
-            return await _send_json(send, 503, message, [(b"retry-after", b"10")])
+            return await refuse()
         started = False
 
         async def tracking_send(event):
@@ -128,7 +132,7 @@ class StopGuard:
             if not self.service.stopping or started:
                 raise
             with contextlib.suppress(Exception):  # the connection may be closing already
-                await _send_json(send, 503, message, [(b"retry-after", b"10")])
+                await refuse()
 
 
 async def _send_json(send, status: int, detail: str, headers: list | None = None) -> None:
