@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
@@ -107,8 +108,15 @@ def evaluate_folder(seg_dir: Path, gt_dir: Path, nsd: bool = True, workers: int 
     if workers <= 1 or len(cases) <= 1:
         yield from map(run, cases)
         return
-    with Pool(min(workers, len(cases))) as pool:
+    with Pool(min(workers, len(cases)), initializer=_leave_stops_to_parent) as pool:
         yield from pool.imap_unordered(run, cases)
+
+
+def _leave_stops_to_parent() -> None:
+    """A pool worker ignores Ctrl+C (a terminal sends it to the whole process group) and dies quietly on the
+    SIGTERM of the pool's ``terminate``: the parent alone reports a stop (each worker printed a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _format(value: float | None) -> str:

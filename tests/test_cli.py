@@ -1,11 +1,15 @@
-"""The predict command end to end on test_demo: outputs, timing CSV, overlays, reruns, checkpoint lookup."""
+"""The predict command end to end on test_demo: outputs, timing CSV, overlays, reruns, checkpoint lookup; the other
+commands stopped by a signal."""
 from __future__ import annotations
 
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
@@ -135,3 +139,57 @@ def test_readme_flow_export_predict_evaluate_on_test_demo(tmp_path, checkpoint_p
     assert sorted(rows) == ["2DBox_Synthetic_ellipses.npz", "3DBox_Synthetic_ellipsoids.npz"]
     for row in rows.values():
         assert 0.0 < float(row["dsc"]) <= 1.0 and 0.0 <= float(row["nsd"]) <= 1.0
+
+
+def _wait_for(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} in {seconds} s"
+        time.sleep(0.02)
+
+
+def test_an_export_stopped_by_sigterm_removes_its_temporary_folder_and_says_so(tmp_path, checkpoint_path):
+    """A SIGTERM (a scheduler's limit, docker stop) during a command that does not report stops of its own: one
+    line, exit 143, and the temporary folder under way removed (the unhandled signal killed it and left it)."""
+    out = tmp_path / "export"
+    process = subprocess.Popen([sys.executable, "-m", "medsam_lite", "export", "--checkpoint",
+                                str(checkpoint_path("seeded")), "--out", str(out)],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        _wait_for(lambda: out.is_dir() and any(p.is_dir() for p in out.iterdir()), "temporary folder in the export")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 143
+    finally:
+        process.kill()
+    assert process.stderr.read().splitlines()[-1] == ("stopped by SIGTERM before it finished; nothing half-written "
+                                                      "was left (run the same command again)")
+    assert [p.name for p in out.iterdir() if p.is_dir()] == []
+    assert not (out / "manifest.json").exists()  # not taken for a whole export
+
+
+def test_evaluate_with_workers_stopped_by_ctrl_c_says_one_line(tmp_path):
+    """Ctrl+C in a terminal reaches every process of the group: the pool's workers leave the stop to the parent
+    (each printed a traceback), which ends with one line and exit 130, and no CSV."""
+    for folder, key in (("segs", "segs"), ("gts", "gts")):
+        (tmp_path / folder).mkdir()
+        labels = np.zeros((60, 256, 256), np.uint8)
+        labels[10:50, 40:200, 50:210 if key == "gts" else 205] = 1
+        np.savez(tmp_path / folder / "3DBox_CT_0.npz", **{key: labels}, spacing=np.array([1.0, 1.0, 1.0]))
+        for k in range(1, 200):  # far more than the second the test lets it run
+            os.symlink("3DBox_CT_0.npz", tmp_path / folder / f"3DBox_CT_{k}.npz")
+    process = subprocess.Popen([sys.executable, "-m", "medsam_lite", "evaluate", "-s", str(tmp_path / "segs"), "-g",
+                                str(tmp_path / "gts"), "-o", str(tmp_path / "metrics.csv"), "--workers", "2", "-q"],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               preexec_fn=lambda: (os.setsid(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    try:
+        _wait_for(lambda: len(children.read_text().split()) >= 2, "pool workers")
+        time.sleep(0.3)  # the workers are scoring
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl+C
+        assert process.wait(60) == 130
+    finally:
+        process.kill()
+    said = process.stderr.read()
+    assert "Traceback" not in said and said.splitlines() == [
+        "stopped by Ctrl+C before it finished; nothing half-written was left (run the same command again)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gts", "segs"]

@@ -104,11 +104,6 @@ PRECISION_OPTION = click.option(
          "kind measured so far); the log and the timing CSV say which ran.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Exact, fast LiteMedSAM inference and evaluation for the CVPR 'MedSAM on Laptop' challenge format."""
-
-
 class Stopped(KeyboardInterrupt):
     """SIGTERM (a scheduler's time limit or preemption, ``docker stop``, a pod's eviction), raised where the main
     thread is, as Ctrl+C raises KeyboardInterrupt."""
@@ -138,6 +133,28 @@ def stopped_how(exc: KeyboardInterrupt) -> tuple[str, int]:
     return ("SIGTERM", 143) if isinstance(exc, Stopped) else ("Ctrl+C", 130)
 
 
+class _Commands(click.Group):
+    """The command group. A command stopped by Ctrl+C or SIGTERM that does not report its own stop (``predict``,
+    ``segment``, ``finetune`` and ``serve`` do) ends with one line and exit 130 / 143; the temporary files of
+    what it was writing are removed on the way (an unhandled SIGTERM killed it and left them: an export's
+    temporary folder, a download under way)."""
+
+    def invoke(self, ctx: click.Context):
+        with stopped_by_sigterm():
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt as exc:
+                how, code = stopped_how(exc)
+                click.echo(f"stopped by {how} before it finished; nothing half-written was left (run the same "
+                           f"command again)", err=True)
+                sys.exit(code)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Exact, fast LiteMedSAM inference and evaluation for the CVPR 'MedSAM on Laptop' challenge format."""
+
+
 def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path, timing_csv: Path | None,
                    quiet: bool, with_model: bool = False) -> None:
     """Report each result as it comes (the process's start-up counted on the first case it ran), write the
@@ -149,21 +166,20 @@ def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path,
     startup = process_age()
     startup = startup if startup is not None else time.perf_counter() - CLI_IMPORTED
     results, said, stopped = [], set(), None
-    with stopped_by_sigterm():
-        try:
-            for result in results_iter:
-                if startup and result.status != "skipped":
-                    result.stages["startup"] = result.stages.get("startup", 0.0) + startup
-                    startup = 0.0
-                results.append(result)
-                report_result(result, quiet, with_model)
-                for note in result.notes:
-                    if note not in said:
-                        said.add(note)
-                        say(f"note: {note}", quiet)
-        except KeyboardInterrupt as exc:
-            stopped = stopped_how(exc)
-            results_iter.close()  # a write under way on the writer thread ends (whole) first
+    try:
+        for result in results_iter:
+            if startup and result.status != "skipped":
+                result.stages["startup"] = result.stages.get("startup", 0.0) + startup
+                startup = 0.0
+            results.append(result)
+            report_result(result, quiet, with_model)
+            for note in result.notes:
+                if note not in said:
+                    said.add(note)
+                    say(f"note: {note}", quiet)
+    except KeyboardInterrupt as exc:
+        stopped = stopped_how(exc)
+        results_iter.close()  # a write under way on the writer thread ends (whole) first
     bar.close()
     if timing_csv is not None:
         write_timing_csv(timing_csv, results)

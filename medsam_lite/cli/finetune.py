@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from medsam_lite.cli.common import (CHECKPOINT_OPTION, OFFLINE_OPTION, fail, main, say, stopped_by_sigterm,
-                                    stopped_how)
+from medsam_lite.cli.common import CHECKPOINT_OPTION, OFFLINE_OPTION, fail, main, say, stopped_how
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.checkpoint import CheckpointError
 
@@ -102,12 +101,11 @@ def finetune(data: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | No
     from medsam_lite.train.loop import finetune as run
 
     try:
-        with stopped_by_sigterm():
-            run(config, resume=resume_dir is not None, overwrite=overwrite, stop_after=stop_after,
-                allow_fetch=not offline, say=say)
+        run(config, resume=resume_dir is not None, overwrite=overwrite, stop_after=stop_after, allow_fetch=not offline,
+            say=say)
     except (RunDirError, CheckpointError, WeightsError, ValueError) as exc:
         fail(str(exc))
-    except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM: a scheduler's time limit
+    except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM (a scheduler's time limit; the group raises it)
         how, code = stopped_how(exc)
         from tqdm import tqdm
 

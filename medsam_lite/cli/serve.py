@@ -5,6 +5,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import click
 
 from medsam_lite.cli.common import (
     CHECKPOINT_OPTION, ENGINE_OPTION, EXPORT_DIR_OPTION, OFFLINE_OPTION, PRECISION_OPTION, compile_prompt_decoder,
-    ct_window, engine_ready, fail, load_engine, main, window_options
+    ct_window, engine_ready, fail, load_engine, main, stopped_how, window_options
 )
 
 
@@ -92,6 +93,9 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
                f"(API docs at /docs)", err=True)
     try:
         _server(create_app(service), host, port, shutdown_grace, service).run([listening])
+    except KeyboardInterrupt as exc:  # uvicorn raises the signal again once it has stopped
+        click.echo("stopped", err=True)
+        sys.exit(stopped_how(exc)[1])
     finally:  # also when uvicorn stops before the application starts (the store's folder is removed)
         service.close()
         listening.close()
