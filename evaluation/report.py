@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from medsam_lite.core.atomic import check_writable_dir, why_not_written
+
 from .runner import evaluate_folder, npz_names, summarise, summary_table, write_metrics_csv, write_summary_json
 
 
@@ -17,6 +19,13 @@ def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True
         if not Path(folder).is_dir():
             print(f"error: the {what} folder {folder} does not exist", file=sys.stderr)
             return 2
+    for path, what in [(csv_path, "metrics CSV"), (summary_json, "summary JSON")]:
+        if path is not None:  # said before the scoring, not after it
+            try:
+                check_writable_dir(Path(path).parent)
+            except OSError as exc:
+                print(f"error: cannot write the {what} {path}: {why_not_written(exc)}", file=sys.stderr)
+                return 2
     start = time.perf_counter()
     rows = []
     stream = evaluate_folder(Path(seg_dir), Path(gt_dir), nsd=nsd, workers=workers, spacing_order=spacing_order)
@@ -34,11 +43,17 @@ def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True
         shown = ", ".join(unscored[:5]) + (f" and {len(unscored) - 5} more" if len(unscored) > 5 else "")
         print(f"WARNING {len(unscored)} prediction(s) in {seg_dir} have no ground truth in {gt_dir} and are not "
               f"scored: {shown}", file=sys.stderr)
-    write_metrics_csv(csv_path, rows, nsd=nsd)
     summary = summarise(rows)
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    if summary_json is not None:
-        write_summary_json(summary_json, summary)
-    print(summary_table(summary))
+    print(summary_table(summary))  # first: a file that cannot be written below does not take the scores with it
+    for path, what, write in [(csv_path, "metrics CSV", lambda: write_metrics_csv(csv_path, rows, nsd=nsd)),
+                              (summary_json, "summary JSON", lambda: write_summary_json(summary_json, summary))]:
+        if path is not None:
+            try:
+                write()
+            except OSError as exc:
+                print(f"error: cannot write the {what} {path}: {why_not_written(exc)} (nothing half-written was "
+                      f"left; the table above has the per-modality scores)", file=sys.stderr)
+                return 2
     print(f"{len(rows)} case(s), {summary['errors']} error(s), {summary['seconds']:.1f} s -> {csv_path}", file=sys.stderr)
     return 1 if summary["errors"] else 0

@@ -193,3 +193,21 @@ def test_evaluate_with_workers_stopped_by_ctrl_c_says_one_line(tmp_path):
     assert "Traceback" not in said and said.splitlines() == [
         "stopped by Ctrl+C before it finished; nothing half-written was left (run the same command again)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gts", "segs"]
+
+
+def test_an_export_onto_a_full_disk_says_so_in_one_line(tmp_path, checkpoint_path, monkeypatch):
+    import errno
+
+    import torch
+
+    def full_disk(module, inputs, path, **options):
+        Path(path).write_bytes(b"x" * 1000)  # part of a graph, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    out = tmp_path / "export"
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(checkpoint_path("seeded")), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == (f"error: cannot write the export to {out}: no space left on device (it "
+                                              f"needs about 200 MB; the folder is not a usable export)")
+    assert list(out.iterdir()) == []  # the temporary folder with the part written is gone

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import subprocess
 import sys
@@ -232,3 +233,47 @@ main()
     assert done.returncode == 2, done.stderr
     assert "evaluate needs scipy" in done.stderr and "requirements/evaluate.txt" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_metrics_file_that_cannot_be_written_is_said_in_one_line_and_the_scores_are_kept(tmp_path, monkeypatch):
+    """A full disk when the CSV is written (after all the scoring): one line naming the file, the table still
+    printed, nothing half-written; a folder that is a file is said before the scoring; missing folders are made."""
+    from click.testing import CliRunner
+
+    from medsam_lite.cli import main
+
+    segs, gts = tmp_path / "segs", tmp_path / "gts"
+    segs.mkdir(), gts.mkdir()
+    gt = np.zeros((16, 16), np.uint8)
+    gt[4:10, 4:10] = 1
+    np.savez(gts / "2DBox_XRay_a.npz", gts=gt)
+    np.savez(segs / "2DBox_XRay_a.npz", segs=gt)
+
+    def evaluate(out):
+        return CliRunner().invoke(main, ["evaluate", "-s", str(segs), "-g", str(gts), "-o", str(out), "-q"])
+
+    real_writer = csv.writer
+
+    def full_disk(handle):
+        handle.write("case,dsc,nsd,note\n")  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv, "writer", full_disk)
+    done = evaluate(tmp_path / "m.csv")
+    monkeypatch.setattr(csv, "writer", real_writer)
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert done.stderr.splitlines()[-1] == (f"error: cannot write the metrics CSV {tmp_path / 'm.csv'}: no space left on "
+                                            f"device (nothing half-written was left; the table above has the "
+                                            f"per-modality scores)")
+    assert "XRay                 1   1.0000   1.0000" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gts", "segs"]  # no CSV, no hidden .part file
+
+    (tmp_path / "taken").write_text("a file")
+    done = evaluate(tmp_path / "taken" / "m.csv")
+    assert done.exit_code == 2 and done.stdout == ""  # said before scoring
+    assert done.stderr.splitlines() == [f"error: cannot write the metrics CSV {tmp_path / 'taken' / 'm.csv'}: "
+                                        f"{tmp_path / 'taken'} is a file, not a folder"]
+
+    done = evaluate(tmp_path / "new" / "deeper" / "m.csv")
+    assert done.exit_code == 0, done.output
+    assert _read_csv(tmp_path / "new" / "deeper" / "m.csv")["2DBox_XRay_a.npz"]["dsc"] == "1.0"

@@ -38,6 +38,11 @@ def export(checkpoint: Path | None, out_dir: Path | None, int8_calibration: Path
         report = export_openvino(path, target)
     except CheckpointError as exc:
         fail(str(exc))
+    except OSError as exc:  # the folder keeps no manifest: predict, segment and serve do not take it for an export
+        from medsam_lite.core.atomic import why_not_written
+
+        fail(f"cannot write the export to {target}: {why_not_written(exc)} (it needs about 200 MB; the folder is not "
+             f"a usable export)")
     if int8_calibration is not None:
         from medsam_lite.batch.int8 import export_int8_encoder
 

