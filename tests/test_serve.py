@@ -4,11 +4,14 @@ TestClient); the load and fault runs against a real server are `benchmarks/bench
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import json
+import os
 import threading
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -471,3 +474,39 @@ def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_a_full_disk_refuses_an_upload_with_507_and_keeps_nothing(exports, tmp_path, monkeypatch, caplog):
+    """No space left where the server keeps uploads: while receiving the bytes (written to /dev/full) or while
+    storing the decoded image; each gets 507 with a reason and a log line, leaves no partial file, and the same
+    upload works once there is room."""
+    import medsam_lite.serve.service as service_module
+    import medsam_lite.serve.store as store_module
+
+    store = tmp_path / "store"
+    real_mkstemp = service_module.tempfile.mkstemp
+
+    def mkstemp_on_full_disk(**options):
+        fd, name = real_mkstemp(**options)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name  # every write: ENOSPC
+
+    def save_on_full_disk(path, array):
+        Path(path).write_bytes(b"\x93NUMPY" + b"x" * 100)  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with make_client(exports("seeded"), store_dir=store) as c:
+        for module, name, full in [(service_module.tempfile, "mkstemp", mkstemp_on_full_disk),
+                                   (store_module.np, "save", save_on_full_disk)]:
+            monkeypatch.setattr(module, name, full)
+            with open(DEMO_2D, "rb") as handle, caplog.at_level("WARNING", "medsam_lite.serve"):
+                reply = c.post("/v1/images", files={"file": (DEMO_2D.name, handle)})
+            monkeypatch.undo()
+            assert reply.status_code == 507, reply.text
+            assert reply.json()["detail"] == ("the server has no room to keep this now (no space left on device); "
+                                              "delete images it no longer needs, or try again later")
+            assert f"POST /v1/images refused: no space left on device where the server keeps its images ({store})" \
+                in caplog.text
+            assert sorted(p.name for p in store.iterdir()) == [".incoming"] and not any((store / ".incoming").iterdir())
+            caplog.clear()
+        assert _upload(c, DEMO_2D)["shape"] == [240, 320, 3]  # room again

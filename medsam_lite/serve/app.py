@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from medsam_lite.core.atomic import why_not_written
 from medsam_lite.core.case import CaseError
 from medsam_lite.serve.service import VERSION, Service
 from medsam_lite.serve.uploads import UploadError
@@ -173,6 +175,16 @@ def create_app(service: Service) -> FastAPI:
     async def busy(request: Request, exc: Busy):
         return JSONResponse({"detail": f"server busy: {exc}; retry in a second"}, status_code=503,
                             headers={"Retry-After": "1"})
+
+    @app.exception_handler(OSError)
+    async def disk_full(request: Request, exc: OSError):  # the store's disk (or quota): 507, and a line for its operator
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise exc  # a fault of the server: 500, its traceback in the log
+        log.warning("WARNING %s %s refused: %s where the server keeps its images (%s) or temporary files; free "
+                    "space there (or set a smaller --store-mb)", request.method, request.url.path, why_not_written(exc),
+                    service.store.root)
+        return JSONResponse({"detail": f"the server has no room to keep this now ({why_not_written(exc)}); delete "
+                                       f"images it no longer needs, or try again later"}, status_code=507)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -16,6 +16,7 @@ function plainWords(status, detail) {
   if (status === 422) return `The server could not use it: ${detail}`;
   if (status === 503) return `The server cannot take it now (${detail}); try again in a moment.`; // busy or stopping
   if (status === 404) return `Not found on the server: ${detail}`;
+  if (status === 507) return `Not kept: ${detail}`; // its disk is full
   if (status === 401) return "The server needs its token.";
   return `The server answered ${status}: ${detail}`;
 }
