@@ -323,3 +323,48 @@ def test_image_and_label_folders_read_as_segment_reads_them(tmp_path):
     assert case.boxes.shape == (2, 6)
     with pytest.raises(CaseError, match="other.nii.gz: the label map other.nii.gz is"):
         read_case(sources["other"], modality="MR")
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it(data, tmp_path, checkpoint_path, exports,
+                                                                         monkeypatch):
+    """No space left for the embedding cache (a memory map's writes then killed the process with a SIGBUS and
+    left the part written) or for best.pth (torch's writer: a RuntimeError traceback): one line naming the file,
+    nothing half-written, and --resume finishes the run once there is room."""
+    import medsam_lite.core.atomic as atomic
+    import medsam_lite.train.embeddings as embeddings
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    command = ["finetune", str(data), "-o", str(run), "--checkpoint", str(checkpoint_path("seeded")), "--export-dir",
+               str(exports("seeded")), "--cache-dir", str(cache), "--cache-precision", "f32", "--epochs", "1",
+               "--samples-per-epoch", "8", "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
+               "--split", str(data.parent / "split-given.json")]
+    _config(data, run, checkpoint_path("seeded"), None)  # writes split-given.json
+    real_mkstemp = atomic.tempfile.mkstemp
+
+    def best_onto_full_disk(**options):  # best.pth's temporary file is /dev/full: every write is ENOSPC
+        fd, name = real_mkstemp(**options)
+        if options["suffix"].endswith(".pth"):
+            os.close(fd)
+            os.unlink(name)
+            os.symlink("/dev/full", name)
+            fd = os.open(name, os.O_WRONLY)
+        return fd, name
+
+    def no_blocks(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    hint = f"(nothing half-written was left). Free space there, then `medsam-lite finetune --resume {run}` continues"
+    for module, name, full, file in [(embeddings.os, "posix_fallocate", no_blocks, cache),
+                                     (atomic.tempfile, "mkstemp", best_onto_full_disk, run / "best.pth")]:
+        monkeypatch.setattr(module, name, full)
+        failed = CliRunner().invoke(main, command if not run.exists() else ["finetune", "--resume", str(run)])
+        monkeypatch.undo()
+        assert failed.exit_code == 2, failed.stderr
+        said = failed.stderr.splitlines()[-1]
+        assert said.startswith(f"error: cannot write {file}") and f": no space left on device {hint}" in said, said
+        left = [p.name for p in [*run.rglob("*"), *cache.rglob("*")] if ".part" in p.name]
+        assert left == [] and not (run / "best.pth").exists()
+    assert sorted(p.name for p in cache.rglob("*.npy")) != []  # the cache was filled the second time
+    resumed = CliRunner().invoke(main, ["finetune", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert set(_weights(run / "best.pth")) == set(_weights(checkpoint_path("seeded")))

@@ -1,6 +1,7 @@
 """``medsam-lite finetune``: adapt LiteMedSAM to labelled cases (``train.finetune``); ``--resume RUN_DIR``."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -105,12 +106,26 @@ def finetune(data: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | No
             say=say)
     except (RunDirError, CheckpointError, WeightsError, ValueError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from medsam_lite.core.atomic import why_not_written
+
+        _close_bars()
+        fail(f"cannot write {exc.filename or 'a file of the run'}: {why_not_written(exc)} (nothing half-written was "
+             f"left). Free space there, then `medsam-lite finetune --resume {config.run_dir}` continues the run (from "
+             f"its last finished epoch; the slices already encoded stay in the embedding cache)")
     except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM (a scheduler's time limit; the group raises it)
         how, code = stopped_how(exc)
-        from tqdm import tqdm
-
-        for bar in list(tqdm._instances):  # the cache's bar, else left under this line by the exit
-            bar.close()
+        _close_bars()
         click.echo(f"stopped by {how}: `medsam-lite finetune --resume {config.run_dir}` continues from the last "
                    "finished epoch (last.pt; the slices already encoded stay in the embedding cache)", err=True)
         sys.exit(code)
+
+
+def _close_bars() -> None:
+    """Close the progress bars still open (the cache's), else redrawn under the last line by the exit."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()

@@ -14,7 +14,8 @@ import numpy as np
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """A hidden temporary path beside ``path`` (ending in ``.part`` + ``suffix``, for writers that choose the
-    format by the name) for the block to write; on success it is renamed to ``path``, else removed."""
+    format by the name) for the block to write; on success it is renamed to ``path``, else removed (an OSError
+    from the block then names ``path``)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
     os.close(fd)
@@ -22,9 +23,11 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a full disk's write names no file
+            exc.filename = str(path)
         raise
 
 

@@ -46,7 +46,9 @@ class FinetuneConfig:
     window: tuple[float, float] | None = None  # CT window (low, high) for image + label pairs
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        from medsam_lite.core.atomic import write_with
+
+        write_with(path, lambda handle: handle.write(json.dumps(asdict(self), indent=2) + "\n"), mode="w")
 
     @classmethod
     def load(cls, path: Path) -> "FinetuneConfig":

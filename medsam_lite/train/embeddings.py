@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from medsam_lite.core.atomic import atomic_path
+from medsam_lite.core.atomic import atomic_path, write_with
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.train.data import CaseSource, TrainingCase
 
 PREPROCESSING = "resize-longest-area+minmax+pad/1"  # bump when core.preprocess changes what the encoder sees
 EMBEDDING_SHAPE = (256, 64, 64)
+
+
+def reserve(path: Path) -> None:
+    """Give the (sparse) file at ``path`` its disk blocks now: ENOSPC here is an OSError, where a full disk under
+    a memory map's writes is a SIGBUS that kills the process without a word (and leaves the file)."""
+    if hasattr(os, "posix_fallocate"):  # Linux; elsewhere the memory map stays as it was
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
 def default_cache_dir() -> Path:
@@ -88,13 +97,15 @@ class EmbeddingCache:
             return target
         with atomic_path(target, ".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(case.slices, *EMBEDDING_SHAPE))
+            reserve(tmp)
             for z in range(case.slices):
                 out[z] = np.asarray(encode(slice_input(case, z, flip)))[0].astype(np.float16)
             out.flush()
             del out
         meta = {"case": source.name, "image": str(source.image), "slices": case.slices, "flip": flip,
                 "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision, "preprocessing": PREPROCESSING}
-        target.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+        text = json.dumps(meta, indent=1) + "\n"
+        write_with(target.with_suffix(".json"), lambda handle: handle.write(text), mode="w")
         return target
 
     def open(self, source: CaseSource, flip: bool = False) -> np.ndarray:

@@ -96,4 +96,7 @@ def draw_curves(path: Path, rows: list[dict]) -> None:
             cv2.putText(canvas, f"{value:.3f}", (x0 + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
         cv2.putText(canvas, f"epoch {int(xs.min())}..{int(xs.max())}", (x0, margin + panel_h + 20),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
-    save_atomic(path, lambda tmp: cv2.imwrite(str(tmp), canvas))
+    ok, encoded = cv2.imencode(".png", canvas)  # imwrite says a full disk only by returning False
+    if not ok:
+        raise ValueError("OpenCV could not encode the curves as PNG")
+    save_atomic(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))

@@ -1,6 +1,7 @@
 """A run's state between epochs: what ``last.pt`` holds for an exact ``--resume``, and ``best.pth``."""
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,18 @@ def _cpu(value):
     return value
 
 
+def _saved(obj) -> bytes:
+    """``torch.save``'s bytes: written by Python, a full disk is an OSError naming its cause (torch's own file
+    writer ends one with "RuntimeError: [enforce fail at inline_container.cc] unexpected pos")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def save_best(run_dir: Path, model: torch.nn.Module) -> None:
     """best.pth: the model's weights as a plain state dict in the official layout."""
     weights = official_state_dict(model)
-    save_atomic(run_dir / "best.pth", lambda tmp: torch.save(weights, tmp))
+    save_atomic(run_dir / "best.pth", lambda tmp: tmp.write_bytes(_saved(weights)))
 
 
 def save_epoch(run_dir: Path, state: RunState, model, optimizer, schedule, split: dict) -> None:
@@ -54,7 +63,7 @@ def save_epoch(run_dir: Path, state: RunState, model, optimizer, schedule, split
         "split": split,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
     }
-    save_atomic(run_dir / "last.pt", lambda tmp: torch.save(payload, tmp))
+    save_atomic(run_dir / "last.pt", lambda tmp: tmp.write_bytes(_saved(payload)))
     write_metrics(run_dir / "metrics.csv", state.rows)
     draw_curves(run_dir / "curves.png", state.rows)
 
