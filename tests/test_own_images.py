@@ -3,6 +3,7 @@ intensity rules, prompts from JSON and label maps, `segment` (same masks as `pre
 written back) and `convert` both ways."""
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -379,6 +380,39 @@ def test_to_npz_label_slices_only_and_to_nifti_back(tmp_path):
     no_file = _run("convert", "to-nifti", segs, "-o", tmp_path / "z.nii.gz", "--case", zero)
     assert no_file.exit_code == 1 and "spacing is [0.8, 0.0, 2.5]; expected 3 positive, finite values" in no_file.stderr
     assert not (tmp_path / "z.nii.gz").exists()
+
+
+
+def test_convert_makes_its_folder_and_says_a_write_it_cannot_make(tmp_path, monkeypatch):
+    """A folder that does not exist yet is made (as predict makes its own); one that is a file, or a full disk,
+    is one line naming the output, with nothing half-written left."""
+    import medsam_lite.io.convert as convert
+
+    volume = np.load(DEMO_3D)["imgs"]
+    image = write_medical(tmp_path / "case.nii.gz", volume, SPACING)
+    segs = tmp_path / "segs.npz"
+    np.savez_compressed(segs, segs=np.load(DEMO / "gts/3DBox_Synthetic_ellipsoids.npz")["gts"])
+    made = _run("convert", "to-npz", image, "-o", tmp_path / "new" / "imgs" / "3DBox_a.npz", "--modality", "raw")
+    assert made.exit_code == 0, made.stderr
+    assert np.array_equal(np.load(tmp_path / "new/imgs/3DBox_a.npz")["imgs"], volume)
+    back = _run("convert", "to-nifti", segs, "-o", tmp_path / "new2" / "back.nii.gz", "--like", image)
+    assert back.exit_code == 0 and (tmp_path / "new2/back.nii.gz").is_file(), back.stderr
+    (tmp_path / "taken").write_text("a file")
+    refused = _run("convert", "to-npz", image, "-o", tmp_path / "taken" / "3DBox_a.npz", "--modality", "raw")
+    assert refused.exit_code == 1
+    assert refused.stderr.strip() == (f"ERROR case.nii.gz: cannot write {tmp_path / 'taken' / '3DBox_a.npz'}: "
+                                      f"{tmp_path / 'taken'} is a file, not a folder (nothing half-written was left)")
+
+    def full_disk(handle, **arrays):
+        handle.write(b"PK" + b"x" * 1000)  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convert.np, "savez_compressed", full_disk)
+    full = _run("convert", "to-npz", image, "-o", tmp_path / "full" / "3DBox_a.npz", "--modality", "raw")
+    assert full.exit_code == 1
+    assert full.stderr.strip() == (f"ERROR case.nii.gz: cannot write {tmp_path / 'full' / '3DBox_a.npz'}: no space "
+                                   f"left on device (nothing half-written was left)")
+    assert list((tmp_path / "full").iterdir()) == []
 
 
 # --- bad input: one line each, the other images still written, exit 1 ---

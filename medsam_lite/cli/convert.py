@@ -47,7 +47,9 @@ def _converted(name: str, out: Path, convert_one):
         click.echo(f"ERROR {name}: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
-        click.echo(f"ERROR {name}: cannot write {out}: {exc}", err=True)
+        from medsam_lite.core.atomic import why_not_written
+
+        click.echo(f"ERROR {name}: cannot write {out}: {why_not_written(exc)} (nothing half-written was left)", err=True)
         sys.exit(1)
     for note in done.notes:
         click.echo(f"note: {note}", err=True)

@@ -18,7 +18,7 @@ from medsam_lite.io.image_case import ImageOptions, model_image, resolve_modalit
 from medsam_lite.io.image import Geometry, ImageError
 from medsam_lite.io.intensity import window_for
 from medsam_lite.io.prompts import label_values, tight_boxes
-from medsam_lite.core.atomic import write_with
+from medsam_lite.core.atomic import check_writable_dir, write_with
 
 
 @dataclass
@@ -81,6 +81,7 @@ def to_npz(image_path: Path, out: Path, options: ImageOptions, labels_path: Path
     target = out / default_npz_name(data.name, data.is_3d, modality) if out.is_dir() else out
     if data.is_3d and not target.name.startswith("3D"):
         notes.append(f"{target.name} does not start with '3D': `predict` would read it as a 2D case")
+    check_writable_dir(target.parent)  # made if missing, as predict makes its output folder
     write_with(target, lambda handle: np.savez_compressed(handle, **arrays))
     return Converted(target, imgs.shape, len(arrays.get("boxes", ())), notes)
 
@@ -128,5 +129,6 @@ def to_nifti(segs_path: Path, out: Path, like: Path | None = None, case_path: Pa
                          "direction); pass --like IMAGE for its full geometry")
         spacing = check_spacing(spacing, (segs.ndim,))
         geometry = Geometry((0.0,) * segs.ndim, spacing, tuple(np.eye(segs.ndim).ravel().tolist()))
+    check_writable_dir(out.parent)
     write_labels_medical(out, np.ascontiguousarray(segs), geometry)
     return Converted(out, segs.shape, 0, notes)
