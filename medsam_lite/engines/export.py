@@ -14,6 +14,7 @@ Needs torch (to trace the model) and OpenVINO; the IR it writes is then run with
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -98,6 +99,18 @@ def _wrappers(model):
     return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval(), DecoderPrompts().eval()
 
 
+def _save_ir(ov, model, path: Path) -> None:
+    """``ov.save_model`` (fp32 weights), whose full disk is an OSError here: OpenVINO says only "RuntimeError:
+    basic_ios::clear: iostream error"; the largest part's IR is 27 MB, so less than 64 MB free after it is taken
+    for the cause."""
+    try:
+        ov.save_model(model, path, compress_to_fp16=False)
+    except RuntimeError as exc:
+        if shutil.disk_usage(path.parent).free < 64 * 2**20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
+        raise
+
+
 def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> ExportReport:
     """Export ``checkpoint`` to OpenVINO IR (fp32) in ``out_dir``, verify it against torch, warm the cache."""
     import warnings
@@ -142,7 +155,7 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
             onnx_path = tmp / f"{part}.onnx"
             torch.onnx.export(module, inputs, onnx_path, input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes, opset_version=ONNX_OPSET, dynamo=False)
-            ov.save_model(convert_model(onnx_path), tmp / MODEL_FILES[part], compress_to_fp16=False)
+            _save_ir(ov, convert_model(onnx_path), tmp / MODEL_FILES[part])
         for part, *_ in graphs:
             for suffix in (".xml", ".bin"):
                 name = MODEL_FILES[part].replace(".xml", suffix)

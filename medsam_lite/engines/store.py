@@ -81,7 +81,10 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
             start = time.perf_counter()
             report = export_openvino(checkpoint, target)
     except OSError as exc:
-        raise ExportError(f"cannot make the OpenVINO export in {target}: {exc}") from exc
+        from medsam_lite.core.atomic import why_not_written
+
+        raise ExportError(f"cannot make the OpenVINO export in {target}: {why_not_written(exc)} (it needs about "
+                          f"200 MB; the next run makes it again)") from exc
     if say is not None:
         say(f"exported in {time.perf_counter() - start:.1f} s (OpenVINO fp32 vs torch: max abs difference "
             f"{report.encoder_max_abs_diff:.1e} embedding, {report.decoder_max_abs_diff:.1e} logits)")
