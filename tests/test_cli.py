@@ -3,6 +3,7 @@ commands stopped by a signal."""
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from medsam_lite.cli import main
@@ -196,8 +198,6 @@ def test_evaluate_with_workers_stopped_by_ctrl_c_says_one_line(tmp_path):
 
 
 def test_an_export_onto_a_full_disk_says_so_in_one_line(tmp_path, checkpoint_path, monkeypatch):
-    import errno
-
     import torch
 
     def full_disk(module, inputs, path, **options):
@@ -211,3 +211,24 @@ def test_an_export_onto_a_full_disk_says_so_in_one_line(tmp_path, checkpoint_pat
     assert result.stderr.splitlines()[-1] == (f"error: cannot write the export to {out}: no space left on device (it "
                                               f"needs about 200 MB; the folder is not a usable export)")
     assert list(out.iterdir()) == []  # the temporary folder with the part written is gone
+
+
+def test_openvinos_iostream_error_on_a_full_disk_is_taken_for_one(tmp_path, monkeypatch):
+    """OpenVINO's save_model ends a full disk with "RuntimeError: basic_ios::clear: iostream error": with little
+    room left that is ENOSPC (one line from export); with room, some other fault, raised as it came."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from medsam_lite.engines.export import _save_ir
+
+    class FakeOpenVINO:
+        def save_model(self, model, path, compress_to_fp16):
+            Path(path).write_bytes(b"<?xml")
+            raise RuntimeError("basic_ios::clear: iostream error")
+
+    usage = namedtuple("usage", "total used free")
+    for free, raised in [(10 * 2**20, OSError), (10 * 2**30, RuntimeError)]:
+        monkeypatch.setattr(shutil_module, "disk_usage", lambda path, free=free: usage(2**40, 0, free))
+        with pytest.raises(raised) as caught:
+            _save_ir(FakeOpenVINO(), None, tmp_path / "image_encoder.xml")
+        assert raised is RuntimeError or caught.value.errno == errno.ENOSPC
