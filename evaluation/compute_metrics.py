@@ -33,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing-order", choices=["stored", "zyx"], default="stored")
     parser.add_argument("--summary-json", type=Path, default=None)
     args = parser.parse_args(argv)
-    return run_evaluation(args.seg_dir, args.gt_dir, args.csv_dir, nsd=args.nsd, workers=args.num_workers,
-                          spacing_order=args.spacing_order, summary_json=args.summary_json)
+    try:
+        return run_evaluation(args.seg_dir, args.gt_dir, args.csv_dir, nsd=args.nsd, workers=args.num_workers,
+                              spacing_order=args.spacing_order, summary_json=args.summary_json)
+    except KeyboardInterrupt:  # as medsam-lite evaluate: one line, not a traceback
+        print("stopped by Ctrl+C before it finished; nothing half-written was left (run the same command again)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
