@@ -108,11 +108,27 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
     with pytest.raises(ValueError, match=r"boxes must be \(N, 6\) .* got shape \(4,\)"):
         predictor.predict_volume(np.zeros((4, 240, 320), np.uint8), [10, 10, 50, 50])
     assert predictor.predict(np.zeros((0, 4), np.int64)).shape == (0, 240, 320)
+    assert predictor.predict([]).shape == (0, 240, 320)  # an image with no detections: no masks (was IndexError)
+    assert not predictor.segment([]).any()
     with pytest.raises(ValueError, match=r"the image is 2 x 1100 pixels: .* up to 512:1"):
         predictor.set_image(np.zeros((2, 1100, 3), np.uint8))  # not encoded; the image set before stays
     assert predictor.image.shape == (240, 320) and np.array_equal(predictor.predict(case["boxes"]), both)
     with pytest.raises(ValueError, match=r"the image is 1100 x 2 pixels"):
         predictor.predict_volume(np.zeros((3, 1100, 2), np.uint8), [[0, 0, 0, 1, 5, 1]])
+
+
+def test_segment_npz_names_a_file_it_cannot_read(tmp_path, exports, checkpoint_path):
+    from medsam_lite import Predictor, segment_npz
+    from medsam_lite.core.case import CaseError
+
+    predictor = Predictor(checkpoint=checkpoint_path("seeded"), export_dir=exports("seeded"))
+    picture = tmp_path / "2DBox_picture.npz"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    for path, why in [(tmp_path / "absent.npz", "cannot read: No such file or directory"),
+                      (picture, "not an .npz archive")]:
+        with pytest.raises(CaseError) as caught:
+            segment_npz(path, predictor)
+        assert str(caught.value).startswith(f"{path}: {why}")
 
 
 def test_one_predictor_from_several_threads_and_an_encoding_that_fails(exports, checkpoint_path, monkeypatch):

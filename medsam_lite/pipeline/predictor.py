@@ -73,7 +73,7 @@ class Predictor:
         (``[x_min, y_min, x_max, y_max]``)."""
         from medsam_lite.core.preprocess import box_to_256, resized_size
 
-        single = np.ndim(boxes) == 1
+        single = np.ndim(boxes) == 1 and np.size(boxes) > 0  # [] is no boxes: (0, H, W)
         with self._turn:
             array = self._boxes(boxes)
             original = self.image.shape[:2]
@@ -150,5 +150,11 @@ def segment_npz(path: str | os.PathLike[str], predictor: Predictor | None = None
     from medsam_lite.io.challenge import load_case
     from medsam_lite.pipeline.case import segment_case
 
+    from medsam_lite.core.case import CaseError
+
+    try:
+        case = load_case(Path(path))
+    except CaseError as exc:  # its message leaves the file to the caller (predict puts the case's name first)
+        raise CaseError(f"{path}: {exc}") from exc
     predictor = predictor or Predictor()
-    return segment_case(predictor.engine, load_case(Path(path)))
+    return segment_case(predictor.engine, case)
