@@ -429,6 +429,15 @@ def test_a_port_in_use_is_said_before_the_engine_loads(exports):
                                      f"is there: stop it or choose another --port)")  # no "ready ...; serving on" line
 
 
+def test_a_store_folder_that_cannot_be_made_is_said_before_the_engine_loads(exports, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    store = tmp_path / "taken" / "store"
+    result = CliRunner().invoke(main, ["serve", "--port", "0", "--export-dir", str(exports("seeded")), "--store-dir",
+                                       str(store)])
+    assert result.exit_code == 2  # was a traceback once the engine had loaded
+    assert result.stderr.strip() == f"error: the store folder {store} cannot keep uploads: Not a directory"
+
+
 
 
 def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
