@@ -432,7 +432,7 @@ def test_a_port_in_use_is_said_before_the_engine_loads(exports):
 def test_a_store_folder_that_cannot_be_made_is_said_before_the_engine_loads(exports, tmp_path):
     (tmp_path / "taken").write_text("a file")
     store = tmp_path / "taken" / "store"
-    result = CliRunner().invoke(main, ["serve", "--port", "0", "--export-dir", str(exports("seeded")), "--store-dir",
+    result = CliRunner().invoke(main, ["serve", "--port", "8799", "--export-dir", str(exports("seeded")), "--store-dir",
                                        str(store)])
     assert result.exit_code == 2  # was a traceback once the engine had loaded
     assert result.stderr.strip() == f"error: the store folder {store} cannot keep uploads: Not a directory"
