@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import errno
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,10 +41,10 @@ class CaseResult:
 
 def write_error_message(exc: OSError, output: Path) -> str:
     """What a user can act on when writing ``output`` failed (the temporary file is already removed)."""
-    if exc.errno == errno.ENOSPC:
-        return f"cannot write {output}: no space left on device (nothing of this case was kept; free space and re-run)"
-    if exc.errno == errno.EDQUOT:
-        return f"cannot write {output}: disk quota exceeded (nothing of this case was kept)"
+    from medsam_lite.core.atomic import disk_full, why_not_written
+
+    if disk_full(exc):
+        return f"cannot write {output}: {why_not_written(exc)} (nothing of this case was kept; free space and re-run)"
     if not output.parent.is_dir():
         return f"cannot write {output}: the output folder {output.parent} no longer exists"
     return f"cannot write output {output}: {exc}"

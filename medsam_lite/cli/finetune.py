@@ -1,7 +1,6 @@
 """``medsam-lite finetune``: adapt LiteMedSAM to labelled cases (``train.finetune``); ``--resume RUN_DIR``."""
 from __future__ import annotations
 
-import errno
 import sys
 from pathlib import Path
 
@@ -107,10 +106,10 @@ def finetune(data: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | No
     except (RunDirError, CheckpointError, WeightsError, ValueError) as exc:
         fail(str(exc))
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        from medsam_lite.core.atomic import why_not_written
+        from medsam_lite.core.atomic import disk_full, why_not_written
 
+        if not disk_full(exc):
+            raise
         _close_bars()
         fail(f"cannot write {exc.filename or 'a file of the run'}: {why_not_written(exc)} (nothing half-written was "
              f"left). Free space there, then `medsam-lite finetune --resume {config.run_dir}` continues the run (from "

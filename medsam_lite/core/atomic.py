@@ -60,6 +60,11 @@ def check_writable_dir(folder: str | os.PathLike[str]) -> None:
         pass
 
 
+def disk_full(exc: OSError) -> bool:
+    """No space left on the device, or the user's quota used up: the operator's to free, not a fault."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def why_not_written(exc: OSError) -> str:
     """Why a write failed, in words a user can act on: a full disk or quota by name, else the system's reason."""
     if exc.errno == errno.ENOSPC:

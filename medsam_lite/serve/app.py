@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
 import json
 import logging
@@ -14,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from medsam_lite.core.atomic import why_not_written
+from medsam_lite.core.atomic import disk_full, why_not_written
 from medsam_lite.core.case import CaseError
 from medsam_lite.serve.service import VERSION, Service
 from medsam_lite.serve.uploads import UploadError
@@ -177,8 +176,8 @@ def create_app(service: Service) -> FastAPI:
                             headers={"Retry-After": "1"})
 
     @app.exception_handler(OSError)
-    async def disk_full(request: Request, exc: OSError):  # the store's disk (or quota): 507, and a line for its operator
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    async def no_room(request: Request, exc: OSError):  # the store's disk (or quota): 507, and a line for its operator
+        if not disk_full(exc):
             raise exc  # a fault of the server: 500, its traceback in the log
         log.warning("WARNING %s %s refused: %s where the server keeps its images (%s) or temporary files; free "
                     "space there (or set a smaller --store-mb)", request.method, request.url.path, why_not_written(exc),
