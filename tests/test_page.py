@@ -318,6 +318,19 @@ def test_a_503_is_shown_with_the_servers_reason(page, server):
     assert page.evaluate("window.medsam.state.labels.entries.length") == 0
 
 
+def test_an_upload_the_server_has_no_room_for_is_said_and_the_image_open_stays(page, server):
+    """A full disk where the server keeps uploads is a 507 with its reason (not "The server answered 507")."""
+    first = _open(page, server("seeded"), ROOT / "test_demo/imgs/2DBox_Synthetic_ellipses.npz")
+    detail = ("the server has no room to keep this now (no space left on device); delete images it no longer needs, "
+              "or try again later")
+    page.route("**/v1/images*", lambda route: route.fulfill(status=507, content_type="application/json",
+                                                           body=json.dumps({"detail": detail})))
+    page.set_input_files("#file", str(ROOT / "test_demo/imgs/3DBox_Synthetic_ellipsoids.npz"))
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error-text") == f"Not kept: {detail}"
+    assert page.evaluate("window.medsam.state.info.name") == first["name"]
+
+
 def test_a_slice_the_server_cannot_give_is_said_in_words(page, server):
     """The server went away while a volume is open: moving to a slice not fetched yet shows why nothing changes
     (it was an unhandled promise rejection, with no word on the page)."""
