@@ -206,11 +206,15 @@ def test_an_export_onto_a_full_disk_says_so_in_one_line(tmp_path, checkpoint_pat
 
     monkeypatch.setattr(torch.onnx, "export", full_disk)
     out = tmp_path / "export"
+    dead = out / ".medsam-lite-export-dead"  # the temporary folder of an export killed two hours ago
+    dead.mkdir(parents=True)
+    (dead / "image_encoder.onnx").write_bytes(bytes(1000))
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
     result = CliRunner().invoke(main, ["export", "--checkpoint", str(checkpoint_path("seeded")), "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[-1] == (f"error: cannot write the export to {out}: no space left on device (it "
                                               f"needs about 200 MB; the folder is not a usable export)")
-    assert list(out.iterdir()) == []  # the temporary folder with the part written is gone
+    assert list(out.iterdir()) == []  # the temporary folder with the part written is gone, and the dead one
 
 
 def test_openvinos_iostream_error_on_a_full_disk_is_taken_for_one(tmp_path, monkeypatch):
@@ -232,3 +236,22 @@ def test_openvinos_iostream_error_on_a_full_disk_is_taken_for_one(tmp_path, monk
         with pytest.raises(raised) as caught:
             _save_ir(FakeOpenVINO(), None, tmp_path / "image_encoder.xml")
         assert raised is RuntimeError or caught.value.errno == errno.ENOSPC
+
+
+def test_temporaries_a_killed_run_left_are_removed_once_stale(tmp_path, checkpoint_path, exports):
+    """SIGKILL (the out-of-memory killer) leaves a write's temporary behind: the next run removes those older than
+    an hour (and says so), never a fresh one, which may be another process's write under way."""
+    out, hour_ago = tmp_path / "segs", time.time() - 2 * 3600
+    out.mkdir()
+    stale, fresh = out / ".3DBox_big.npz.k2j4x.part", out / ".2DBox_other.npz.a8f3s.part"
+    for path in (stale, fresh):
+        path.write_bytes(b"PK" + bytes(1000))
+    os.utime(stale, (hour_ago, hour_ago))
+    inputs = tmp_path / "imgs"
+    inputs.mkdir()
+    shutil.copy(DEMO / "imgs/2DBox_Synthetic_ellipses.npz", inputs)
+    result = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded"), "--export-dir",
+                       exports("seeded"), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert f"note: removed 1 temporary file(s) a killed run left in {out} (.3DBox_big.npz.k2j4x.part)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([fresh.name, "2DBox_Synthetic_ellipses.npz"])

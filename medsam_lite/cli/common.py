@@ -62,8 +62,9 @@ def engine_ready(choice) -> None:
 
 
 def writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
-    """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file."""
-    from medsam_lite.core.atomic import check_writable_dir
+    """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file. Temporaries
+    a killed run left there are removed (said in a note)."""
+    from medsam_lite.core.atomic import check_writable_dir, remove_stale
 
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
@@ -73,6 +74,10 @@ def writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
                 check_writable_dir(folder)
             except OSError as exc:
                 fail(f"the {what} folder {folder} is not writable: {exc}")
+            stale = remove_stale(folder)
+            if stale:
+                say(f"note: removed {len(stale)} temporary file(s) a killed run left in {folder} ({stale[0].name}"
+                    f"{', ...' if len(stale) > 1 else ''})")
 
 
 CHECKPOINT_OPTION = click.option(

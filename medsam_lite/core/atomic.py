@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -58,6 +60,22 @@ def check_writable_dir(folder: str | os.PathLike[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".medsam-lite-write-test."):
         pass
+
+
+STALE_AFTER_S = 3600  # a write under way takes seconds, an export about half a minute: older temporaries are dead
+
+
+def remove_stale(folder: str | os.PathLike[str], pattern: str = ".*.part*") -> list[Path]:
+    """Remove the temporaries (files or folders named by ``pattern``; default: ``atomic_path``'s) that a process
+    killed outright (SIGKILL, the out-of-memory killer) left in ``folder``, those older than ``STALE_AFTER_S``;
+    the paths removed."""
+    removed, now = [], time.time()
+    for path in Path(folder).glob(pattern):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: left as it is
+            if now - path.lstat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                removed.append(path)
+    return removed
 
 
 def disk_full(exc: OSError) -> bool:

