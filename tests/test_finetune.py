@@ -368,3 +368,20 @@ def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it(data, tm
     resumed = CliRunner().invoke(main, ["finetune", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.stderr
     assert set(_weights(run / "best.pth")) == set(_weights(checkpoint_path("seeded")))
+
+
+def test_the_cache_removes_the_part_a_killed_run_was_encoding(tmp_path):
+    """A run killed outright (the OOM killer) leaves the case it was encoding as a hidden part, up to 2 MiB a
+    slice: the next run's cache removes it once an hour old; a fresh part (another run's) and the cases stay."""
+    import time
+
+    from medsam_lite.train.embeddings import EmbeddingCache
+
+    dead, fresh, case = tmp_path / ".0a1b.npy.x1.part.npy", tmp_path / ".2c3d.npy.x2.part.npy", tmp_path / "0a1b.npy"
+    for path in (dead, fresh, case):
+        path.write_bytes(bytes(100))
+    two_hours_ago = time.time() - 7200
+    for path in (dead, case):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    EmbeddingCache(tmp_path, "0" * 64, "f32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, case.name])

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from medsam_lite.core.atomic import atomic_path, write_with
+from medsam_lite.core.atomic import atomic_path, remove_stale, write_with
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.train.data import CaseSource, TrainingCase
 
@@ -82,6 +82,7 @@ class EmbeddingCache:
         self.checkpoint_sha256 = checkpoint_sha256
         self.precision = precision
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale(root)  # the part of a case a killed run was encoding (2 MiB a slice)
 
     def path(self, source: CaseSource, flip: bool = False) -> Path:
         return self.root / f"{case_key(source, self.checkpoint_sha256, self.precision, flip)}.npy"
