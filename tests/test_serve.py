@@ -74,6 +74,8 @@ def test_health_and_info(client):
     info = client.get("/v1/info").json()
     assert info["engine"] == "openvino" and info["precision"] == "f32" and len(info["model_sha256"]) == 64
     assert "/v1/images/{image_id}/segment" in client.get("/openapi.json").json()["paths"]
+    described = client.get("/openapi.json").json()["info"]["description"]
+    assert all(f" {status} " in described for status in (401, 404, 413, 415, 422, 503, 507))  # the error replies
 
 
 def test_upload_id_is_the_sha256_and_a_second_upload_is_free(client):

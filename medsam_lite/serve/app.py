@@ -159,7 +159,11 @@ def create_app(service: Service) -> FastAPI:
                   description="LiteMedSAM box- and point-prompted segmentation: the native API (/v1), samapi's "
                               "(/sam, QuPath's SAM extension), FastMedSAM's (/upload, /segment), nnInteractive's "
                               "remote protocol (/nninteractive: 3D Slicer's nnInteractive extension, napari) and "
-                              "MONAI Label's (/monailabel: 3D Slicer's MONAI Label module).")
+                              "MONAI Label's (/monailabel: 3D Slicer's MONAI Label module). Errors are JSON "
+                              "`{\"detail\": ...}` naming the problem: 401 no or wrong token, 404 unknown image "
+                              "(deleted or evicted: upload it again), 413 over the upload limit, 415 not a file it "
+                              "reads, 422 a file or prompt it cannot use, 503 busy or stopping (with Retry-After), "
+                              "507 no room left on the server's disk.")
     app.state.service = service
 
     @app.exception_handler(UploadError)
