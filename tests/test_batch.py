@@ -159,6 +159,34 @@ def test_cgroup_limit_is_read_and_counts_anonymous_memory(tmp_path, monkeypatch,
     assert guards.MemoryBudget.now().bytes == 20000000 * 1024
 
 
+def test_a_timing_csv_that_cannot_be_written_is_said_before_or_after_the_cases(inputs, tmp_path, checkpoint_path,
+                                                                             monkeypatch):
+    """Its folder a file: said before any case runs (it was a traceback after all of them). A disk that fills
+    by the end: one line after the summary, exit 2, the cases kept. A folder that does not exist yet is made."""
+    import csv
+
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "out"
+    refused = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded"), "--timing-csv",
+                        tmp_path / "taken" / "t.csv"])
+    assert refused.exit_code == 2 and not out.exists()
+    assert refused.stderr.strip() == (f"error: cannot write the timing CSV {tmp_path / 'taken' / 't.csv'}: "
+                                      f"{tmp_path / 'taken'} is a file, not a folder")
+
+    def full_disk(handle):
+        handle.write("case,seconds\n")  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv, "writer", full_disk)
+    timing = tmp_path / "new" / "t.csv"
+    late = _predict(["-i", inputs, "-o", out, "--checkpoint", checkpoint_path("seeded"), "--timing-csv", timing])
+    monkeypatch.undo()
+    assert late.exit_code == 2
+    assert late.stderr.splitlines()[-2].startswith("2 written, 0 skipped (output exists), 0 failed of 2 case(s)")
+    assert late.stderr.splitlines()[-1] == f"error: cannot write the timing CSV {timing}: no space left on device"
+    assert sorted(os.listdir(out)) == ["2DBox_case0.npz", "2DBox_case1.npz"] and os.listdir(timing.parent) == []
+
+
 def test_full_disk_fails_that_case_only_and_leaves_no_temporary_file(inputs, tmp_path, checkpoint_path, monkeypatch):
     import medsam_lite.core.atomic as outputs
 

@@ -61,10 +61,17 @@ def engine_ready(choice) -> None:
         fail(str(exc))
 
 
-def writable_folders(output_dir: Path, overlay_dir: Path | None) -> None:
+def writable_folders(output_dir: Path, overlay_dir: Path | None, timing_csv: Path | None = None) -> None:
     """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file. Temporaries
-    a killed run left there are removed (said in a note)."""
-    from medsam_lite.core.atomic import check_writable_dir, remove_stale
+    a killed run left there are removed (said in a note). The timing CSV's folder is made and checked too: said
+    now, not once every case has run."""
+    from medsam_lite.core.atomic import check_writable_dir, remove_stale, why_not_written
+
+    if timing_csv is not None:
+        try:
+            check_writable_dir(timing_csv.parent)
+        except OSError as exc:
+            fail(f"cannot write the timing CSV {timing_csv}: {why_not_written(exc)}")
 
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
@@ -186,18 +193,26 @@ def run_and_report(results_iter, bar, unit: str, start: float, output_dir: Path,
         stopped = stopped_how(exc)
         results_iter.close()  # a write under way on the writer thread ends (whole) first
     bar.close()
+    unwritten = None
     if timing_csv is not None:
-        write_timing_csv(timing_csv, results)
+        try:
+            write_timing_csv(timing_csv, results)
+        except OSError as exc:  # a disk that filled meanwhile: said after the summary, which it does not take along
+            from medsam_lite.core.atomic import why_not_written
+
+            unwritten = f"error: cannot write the timing CSV {timing_csv}: {why_not_written(exc)}"
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     summary = (f"{counts['ok']} written, {counts['skipped']} skipped (output exists), {counts['failed']} failed "
                f"of {len(results)} {unit}(s) in {time.perf_counter() - start:.1f} s -> {output_dir}")
     if stopped:
         click.echo(f"stopped by {stopped[0]}: {summary}. The {unit} under way left nothing; run the same command "
                    f"again to do the rest (outputs that exist are skipped)", err=True)
-        sys.exit(stopped[1])
-    click.echo(summary, err=True)
-    if counts["failed"]:
-        sys.exit(1)
+    else:
+        click.echo(summary, err=True)
+    if unwritten:
+        click.echo(unwritten, err=True)
+    if stopped or unwritten or counts["failed"]:
+        sys.exit(stopped[1] if stopped else 2 if unwritten else 1)
 
 
 def report_result(result, quiet: bool, with_model: bool) -> None:

@@ -106,7 +106,7 @@ def predict(input_dir: Path, output_dir: Path, checkpoint: Path | None, engine: 
         MemoryBudget.now()  # a malformed $MEDSAM_LITE_MEMORY_LIMIT_MB stops here, not in every case
     except (UnsafeOutput, ValueError) as exc:
         fail(str(exc))
-    writable_folders(output_dir, overlay_dir)
+    writable_folders(output_dir, overlay_dir, timing_csv)
     if ignored:
         say(f"ignoring {len(ignored)} file(s) that are not .npz: {', '.join(p.name for p in ignored[:5])}", quiet)
     if shard is not None:

@@ -66,7 +66,7 @@ def segment(images: tuple[Path, ...], output_dir: Path, boxes: Path | None, boxe
         check_outputs_apart(list(images), {"output folder": output_dir, "overlay folder": overlay_dir})
     except UnsafeOutput as exc:
         fail(str(exc))
-    writable_folders(output_dir, overlay_dir)
+    writable_folders(output_dir, overlay_dir, timing_csv)
     if skipped:
         say(f"ignoring {len(skipped)} entr(ies) that are not images: {', '.join(p.name for p in skipped[:5])}", quiet)
     if not paths:
