@@ -385,3 +385,16 @@ def test_the_cache_removes_the_part_a_killed_run_was_encoding(tmp_path):
         os.utime(path, (two_hours_ago, two_hours_ago))
     EmbeddingCache(tmp_path, "0" * 64, "f32")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, case.name])
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(data, tmp_path, checkpoint_path, exports):
+    (tmp_path / "taken").write_text("a file")
+    done = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / "run"), "--checkpoint",
+                                     str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded")),
+                                     "--cache-dir", str(tmp_path / "taken" / "cache"), "--cache-precision", "f32"])
+    assert done.exit_code == 2  # was a NotADirectoryError traceback
+    from medsam_lite.engines.weights import checkpoint_sha256
+
+    folder = tmp_path / "taken" / "cache" / f"{checkpoint_sha256(checkpoint_path('seeded'))[:16]}-f32"
+    assert done.stderr.splitlines()[-1] == (f"error: the embedding cache folder {folder} cannot be written: Not a "
+                                            f"directory; choose another with --cache-dir")

@@ -19,9 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from medsam_lite.core.atomic import atomic_path, remove_stale, write_with
+from medsam_lite.core.atomic import atomic_path, check_writable_dir, remove_stale, why_not_written, write_with
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.train.data import CaseSource, TrainingCase
+from medsam_lite.train.run_dir import RunDirError
 
 PREPROCESSING = "resize-longest-area+minmax+pad/1"  # bump when core.preprocess changes what the encoder sees
 EMBEDDING_SHAPE = (256, 64, 64)
@@ -81,7 +82,11 @@ class EmbeddingCache:
         self.root = root
         self.checkpoint_sha256 = checkpoint_sha256
         self.precision = precision
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            check_writable_dir(root)
+        except OSError as exc:  # said before any slice is encoded, not as a traceback
+            raise RunDirError(f"the embedding cache folder {root} cannot be written: {why_not_written(exc)}; "
+                              f"choose another with --cache-dir") from exc
         remove_stale(root)  # the part of a case a killed run was encoding (2 MiB a slice)
 
     def path(self, source: CaseSource, flip: bool = False) -> Path:
