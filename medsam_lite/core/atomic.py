@@ -73,7 +73,10 @@ def remove_stale(folder: str | os.PathLike[str], pattern: str = ".*.part*") -> l
     for path in Path(folder).glob(pattern):
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: left as it is
             if now - path.lstat().st_mtime > STALE_AFTER_S:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed.append(path)
     return removed
 

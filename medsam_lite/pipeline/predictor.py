@@ -147,10 +147,9 @@ def checked_boxes(boxes: np.ndarray | list, shape: tuple[int, ...], is_3d: bool)
 
 def segment_npz(path: str | os.PathLike[str], predictor: Predictor | None = None) -> np.ndarray:
     """One challenge case (2D or 3D, 2024 or 2025 layout) -> its ``segs``, as ``predict`` computes them."""
+    from medsam_lite.core.case import CaseError
     from medsam_lite.io.challenge import load_case
     from medsam_lite.pipeline.case import segment_case
-
-    from medsam_lite.core.case import CaseError
 
     try:
         case = load_case(Path(path))
