@@ -440,8 +440,6 @@ def test_a_store_folder_that_cannot_be_made_is_said_before_the_engine_loads(expo
     assert result.stderr.strip() == f"error: the store folder {store} cannot keep uploads: Not a directory"
 
 
-
-
 def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
     """`docker stop` / a pod's eviction while a propagation runs: the server says it is stopping, answers the cut
     request 503 with Retry-After (was: it waited for the whole job, past docker stop's SIGKILL), and exits."""
@@ -521,3 +519,42 @@ def test_a_full_disk_refuses_an_upload_with_507_and_keeps_nothing(exports, tmp_p
             assert sorted(p.name for p in store.iterdir()) == [".incoming"] and not any((store / ".incoming").iterdir())
             caplog.clear()
         assert _upload(c, DEMO_2D)["shape"] == [240, 320, 3]  # room again
+
+
+def test_a_client_that_leaves_stops_its_propagation(exports, tmp_path):
+    """A client that closes its connection during a long propagation (a page closed, a 3D Slicer user who
+    cancels): the job stops before its next encoder pass instead of holding the worker to the end (80 slices)."""
+    import socket
+    import time
+    import urllib.request
+
+    from .conftest import start_serve, stop_serve
+
+    volume = np.zeros((80, 64, 64), np.uint8)
+    volume[:, 20:44, 20:44] = 200
+    case = tmp_path / "3DBox_long.npz"
+    np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))  # 80 slices: 80 encoder passes
+    url, process = start_serve("--export-dir", str(exports("seeded")), "--store-dir", str(tmp_path / "store"),
+                               "--cache-mb", "1024")
+    try:
+        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
+                + case.read_bytes() + b"\r\n--b--\r\n")
+        stored = json.load(urllib.request.urlopen(urllib.request.Request(
+            url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+        info = lambda: json.load(urllib.request.urlopen(url + "/v1/info"))  # noqa: E731
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as leaving:
+            leaving.sendall(f"POST /v1/images/{stored['id']}/segment HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                            f"application/json\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+            deadline = time.monotonic() + 60
+            while info()["cache"]["slices"] < 3:  # the propagation is under way
+                assert time.monotonic() < deadline, "the propagation did not start"
+                time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while info()["queue"]["done"] < 1:
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.1)
+        after = info()
+        assert after["queue"]["stopped"] == 1 and after["cache"]["slices"] < 40, after  # not the 80 slices
+    finally:
+        stop_serve(process)

@@ -17,7 +17,7 @@ from medsam_lite.core.atomic import disk_full, why_not_written
 from medsam_lite.core.case import CaseError
 from medsam_lite.serve.service import VERSION, Service
 from medsam_lite.serve.uploads import UploadError
-from medsam_lite.serve.worker import Busy
+from medsam_lite.serve.worker import Busy, ClientGone
 
 log = logging.getLogger("medsam_lite.serve")
 STATIC = Path(__file__).with_name("static")
@@ -173,6 +173,11 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(CaseError)
     async def case_error(request: Request, exc: CaseError):  # an image the model cannot take (e.g. 1000 x 1)
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone):  # nobody reads it: nginx's "client closed request"
+        log.info("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=499)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):

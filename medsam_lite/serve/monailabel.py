@@ -187,7 +187,7 @@ async def infer(request: Request, model: str, image: str = "", params: str = For
             raise UploadError(404, f"no image {image[:80]!r} here: upload it first (PUT /datastore/?image=ID)")
     roi = _roi(p.get("roi"))
     foreground, background = _ijk_points(p.get("foreground"), "foreground"), _ijk_points(p.get("background"), "background")
-    labels, ran = await service.worker.run(infer_labels, service, stored, roi, foreground, background)
+    labels, ran = await service.worker.run(infer_labels, service, stored, roi, foreground, background, client=request)
     timing = ran.pop("timing")
     result = {"label_names": {str(p.get("label") or "object"): 1}, "prompt": ran["prompt"],
               "latencies": {"infer": round(timing.seconds, 3), "slices_encoded": timing.encoded,

@@ -57,7 +57,8 @@ async def info(request: Request) -> Info:
                 cache={"bytes": cache.nbytes, "capacity": cache.capacity, "slices": len(cache), "hits": cache.hits,
                        "misses": cache.misses},
                 store={"bytes": store.nbytes, "images": len(store), "capacity": service.settings.store_mb * 2**20},
-                queue={"waiting": service.worker.waiting, "size": service.settings.queue_size, "done": service.worker.done})
+                queue={"waiting": service.worker.waiting, "size": service.settings.queue_size, "done": service.worker.done,
+                       "stopped": service.worker.stopped})
 
 
 async def receive_upload(service: Service, file: UploadFile) -> tuple[Path, str, bytes]:
@@ -165,7 +166,8 @@ async def segment(request: Request, image_id: str, body: SegmentRequest,
     ``predict`` does. A second prompt on a slice already encoded runs the decoder only."""
     service = _service(request)
     stored = _stored(service, image_id)
-    labels, timing = await service.worker.run(service.segment, stored, body.boxes, body.slice, body.labels)
+    labels, timing = await service.worker.run(service.segment, stored, body.boxes, body.slice, body.labels,
+                                              client=request)
     return await run_in_threadpool(_reply, labels, format, stored, timing)  # encoding off the event loop
 
 

@@ -234,7 +234,7 @@ async def add_bbox_interaction(request: Request, x_lease_token: str | None = Hea
         raise UploadError(400, "this server runs every box when it is added: keep auto-run on (run_prediction)")
     volume, key = session.volume, session.image_key
     mask, timing = await service.worker.run(service.predictor.slice_box, key, volume, axis, z, box,
-                                            service.settings.reach)
+                                            service.settings.reach, client=request)
     headers = {"X-Compute-Seconds": f"{timing.seconds:.3f}", "X-Slices-Encoded": str(timing.encoded),
                "X-Slices-Cached": str(timing.cached)}
     log.info("nninteractive: box %s on axis %d slice %d: %.2f s (%d slices encoded, %d cached)", box.tolist(), axis,

@@ -39,10 +39,11 @@ class Service:
 
     @classmethod
     def start(cls, settings: ServeSettings, choice: EngineChoice, model_sha256: str | None) -> "Service":
-        predictor = SlicePredictor(choice.engine, settings.cache_mb * MIB)
+        worker = InferenceWorker(settings.queue_size)
+        predictor = SlicePredictor(choice.engine, settings.cache_mb * MIB, check=worker.check)
         store = ImageStore(settings.store_dir, settings.store_mb * MIB, on_evict=predictor.forget)
         sessions = SessionRegistry(settings.max_sessions, settings.idle_seconds, settings.liveness_seconds)
-        return cls(settings, choice, model_sha256, predictor, InferenceWorker(settings.queue_size), store, sessions)
+        return cls(settings, choice, model_sha256, predictor, worker, store, sessions)
 
     def close(self) -> None:
         self.worker.close()

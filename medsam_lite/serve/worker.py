@@ -1,6 +1,6 @@
 """One inference worker: a thread that owns the engine, fed by a bounded queue. A full queue refuses at once
 (the caller answers 503 with Retry-After) instead of piling requests up; a job whose client has gone is
-skipped before it starts."""
+skipped before it starts, or stopped before its next encoder pass when it is under way."""
 from __future__ import annotations
 
 import asyncio
@@ -9,17 +9,27 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
+DISCONNECT_POLL_S = 0.25  # how often a waiting request looks whether its client is still there (an encoder pass: ~0.3 s)
+
 
 class Busy(Exception):
     """The queue is full: try again later."""
 
 
+class ClientGone(Exception):
+    """The client of a request closed its connection before the reply: its job was skipped or stopped."""
+
+
 class InferenceWorker:
     def __init__(self, queue_size: int) -> None:
         self._jobs: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._lock = threading.Lock()
+        self._current: Future | None = None  # the job under way
+        self._stop_current = threading.Event()  # set: the job under way stops at its next ``check``
         self._thread = threading.Thread(target=self._run, name="medsam-lite-inference", daemon=True)
         self._thread.start()
         self.done = 0
+        self.stopped = 0  # jobs stopped under way because their client had gone
 
     def _run(self) -> None:
         while True:
@@ -29,11 +39,24 @@ class InferenceWorker:
             future, fn, args = job
             if not future.set_running_or_notify_cancel():  # cancelled while waiting: the client left
                 continue
+            with self._lock:
+                self._current = future
+                self._stop_current.clear()
             try:
                 future.set_result(fn(*args))
+            except ClientGone as exc:
+                self.stopped += 1
+                future.set_exception(exc)
             except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                 future.set_exception(exc)
+            with self._lock:
+                self._current = None
             self.done += 1
+
+    def check(self) -> None:
+        """On the worker, between two encoder passes: raise ClientGone when the job under way lost its client."""
+        if self._stop_current.is_set():
+            raise ClientGone("the client left; the job was stopped")
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         future: Future = Future()
@@ -43,9 +66,26 @@ class InferenceWorker:
             raise Busy(f"the inference queue is full ({self._jobs.maxsize} waiting)") from None
         return future
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the worker; cancelling the awaiting task cancels a job that has not started."""
-        return await asyncio.wrap_future(self.submit(fn, *args))
+    async def run(self, fn: Callable[..., Any], *args: Any, client=None) -> Any:
+        """Run ``fn(*args)`` on the worker. ``client``: the request asking (a Starlette ``Request``); when its
+        connection closes before the reply, a job not started is skipped and one under way stops before its next
+        encoder pass (a 3D Slicer user who cancels, a page closed during a propagation), and ClientGone is
+        raised here."""
+        future = self.submit(fn, *args)
+        waiting = asyncio.wrap_future(future)
+        if client is None:
+            return await waiting
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return waiting.result()
+            if await client.is_disconnected():
+                if not future.cancel():  # under way
+                    with self._lock:
+                        if self._current is future:
+                            self._stop_current.set()
+                waiting.cancel()
+                raise ClientGone("the client left before the reply")
 
     @property
     def waiting(self) -> int:
