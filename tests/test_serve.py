@@ -440,6 +440,21 @@ def test_a_store_folder_that_cannot_be_made_is_said_before_the_engine_loads(expo
     assert result.stderr.strip() == f"error: the store folder {store} cannot keep uploads: Not a directory"
 
 
+def _upload_long_volume(url: str, folder) -> dict:
+    """Upload a synthetic 80-slice volume with one box over all of it (a propagation of 80 encoder passes, tens
+    of seconds) to the server at ``url``; its stored-image reply."""
+    import urllib.request
+
+    volume = np.zeros((80, 64, 64), np.uint8)
+    volume[:, 20:44, 20:44] = 200
+    case = folder / "3DBox_long.npz"
+    np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
+            + case.read_bytes() + b"\r\n--b--\r\n")
+    return json.load(urllib.request.urlopen(urllib.request.Request(
+        url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+
+
 def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
     """`docker stop` / a pod's eviction while a propagation runs: the server says it is stopping, answers the cut
     request 503 with Retry-After (was: it waited for the whole job, past docker stop's SIGKILL), and exits."""
@@ -450,17 +465,10 @@ def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
 
     from .conftest import start_serve
 
-    volume = np.zeros((80, 64, 64), np.uint8)
-    volume[:, 20:44, 20:44] = 200
-    case = tmp_path / "3DBox_long.npz"
-    np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))  # 80 slices: 80 encoder passes
     url, process = start_serve("--export-dir", str(exports("seeded")), "--store-dir", str(tmp_path / "store"),
                                "--shutdown-grace", "1")
     try:
-        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
-                + case.read_bytes() + b"\r\n--b--\r\n")
-        stored = json.load(urllib.request.urlopen(urllib.request.Request(
-            url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+        stored = _upload_long_volume(url, tmp_path)
         reply = {}
 
         def segment() -> None:
@@ -530,17 +538,10 @@ def test_a_client_that_leaves_stops_its_propagation(exports, tmp_path):
 
     from .conftest import start_serve, stop_serve
 
-    volume = np.zeros((80, 64, 64), np.uint8)
-    volume[:, 20:44, 20:44] = 200
-    case = tmp_path / "3DBox_long.npz"
-    np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))  # 80 slices: 80 encoder passes
     url, process = start_serve("--export-dir", str(exports("seeded")), "--store-dir", str(tmp_path / "store"),
                                "--cache-mb", "1024")
     try:
-        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
-                + case.read_bytes() + b"\r\n--b--\r\n")
-        stored = json.load(urllib.request.urlopen(urllib.request.Request(
-            url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+        stored = _upload_long_volume(url, tmp_path)
         info = lambda: json.load(urllib.request.urlopen(url + "/v1/info"))  # noqa: E731
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as leaving:
