@@ -175,7 +175,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, bad_folder, checkpo
         main, ["predict", "-i", str(bad_folder), "-o", str(blocker / "out"), "--checkpoint", str(checkpoint_path("seeded"))]
     )
     assert result.exit_code == 2
-    assert f"the output folder {blocker / 'out'} is not writable" in result.stderr
+    assert result.stderr.strip() == f"error: the output folder {blocker / 'out'} is not writable: Not a directory"
     file_as_folder = CliRunner().invoke(
         main, ["predict", "-i", str(bad_folder), "-o", str(blocker), "--checkpoint", str(checkpoint_path("seeded"))]
     )

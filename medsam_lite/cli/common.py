@@ -79,8 +79,8 @@ def writable_folders(output_dir: Path, overlay_dir: Path | None, timing_csv: Pat
                 fail(f"the {what} folder {folder} is a file; name a folder (it is made if missing)")
             try:
                 check_writable_dir(folder)
-            except OSError as exc:
-                fail(f"the {what} folder {folder} is not writable: {exc}")
+            except OSError as exc:  # the reason without the name of the probe file it could not make
+                fail(f"the {what} folder {folder} is not writable: {why_not_written(exc)}")
             stale = remove_stale(folder)
             if stale:
                 say(f"note: removed {len(stale)} temporary file(s) a killed run left in {folder} ({stale[0].name}"
