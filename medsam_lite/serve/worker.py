@@ -23,9 +23,7 @@ class ClientGone(Exception):
 class InferenceWorker:
     def __init__(self, queue_size: int) -> None:
         self._jobs: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self._lock = threading.Lock()
-        self._current: Future | None = None  # the job under way
-        self._stop_current = threading.Event()  # set: the job under way stops at its next ``check``
+        self._stop_current = threading.Event()  # the stop flag of the job under way (each job has its own)
         self._thread = threading.Thread(target=self._run, name="medsam-lite-inference", daemon=True)
         self._thread.start()
         self.done = 0
@@ -36,21 +34,15 @@ class InferenceWorker:
             job = self._jobs.get()
             if job is None:
                 return
-            future, fn, args = job
+            future, fn, args, stop = job
             if not future.set_running_or_notify_cancel():  # cancelled while waiting: the client left
                 continue
-            with self._lock:
-                self._current = future
-                self._stop_current.clear()
+            self._stop_current = stop
             try:
                 future.set_result(fn(*args))
-            except ClientGone as exc:
-                self.stopped += 1
-                future.set_exception(exc)
             except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
+                self.stopped += isinstance(exc, ClientGone)
                 future.set_exception(exc)
-            with self._lock:
-                self._current = None
             self.done += 1
 
     def check(self) -> None:
@@ -58,10 +50,11 @@ class InferenceWorker:
         if self._stop_current.is_set():
             raise ClientGone("the client left; the job was stopped")
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, stop: threading.Event | None = None) -> Future:
+        """Queue ``fn(*args)``; ``stop``: the job's flag, set to stop it at its next ``check``."""
         future: Future = Future()
         try:
-            self._jobs.put_nowait((future, fn, args))
+            self._jobs.put_nowait((future, fn, args, stop or threading.Event()))
         except queue.Full:
             raise Busy(f"the inference queue is full ({self._jobs.maxsize} waiting)") from None
         return future
@@ -71,8 +64,8 @@ class InferenceWorker:
         connection closes before the reply, a job not started is skipped and one under way stops before its next
         encoder pass (a 3D Slicer user who cancels, a page closed during a propagation), and ClientGone is
         raised here."""
-        future = self.submit(fn, *args)
-        waiting = asyncio.wrap_future(future)
+        stop = threading.Event()
+        waiting = asyncio.wrap_future(self.submit(fn, *args, stop=stop))
         if client is None:
             return await waiting
         while True:
@@ -80,11 +73,8 @@ class InferenceWorker:
             if done:
                 return waiting.result()
             if await client.is_disconnected():
-                if not future.cancel():  # under way
-                    with self._lock:
-                        if self._current is future:
-                            self._stop_current.set()
-                waiting.cancel()
+                stop.set()  # under way: it stops at its next check (a job that has ended never reads it)
+                waiting.cancel()  # waiting: it is skipped
                 raise ClientGone("the client left before the reply")
 
     @property
