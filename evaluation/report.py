@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from medsam_lite.core.atomic import check_writable_dir, why_not_written
+from medsam_lite.core.atomic import unwritable, why_not_written
 
 from .runner import evaluate_folder, npz_names, summarise, summary_table, write_metrics_csv, write_summary_json
 
@@ -20,12 +20,9 @@ def run_evaluation(seg_dir: Path, gt_dir: Path, csv_path: Path, nsd: bool = True
             print(f"error: the {what} folder {folder} does not exist", file=sys.stderr)
             return 2
     for path, what in [(csv_path, "metrics CSV"), (summary_json, "summary JSON")]:
-        if path is not None:  # said before the scoring, not after it
-            try:
-                check_writable_dir(Path(path).parent)
-            except OSError as exc:
-                print(f"error: cannot write the {what} {path}: {why_not_written(exc)}", file=sys.stderr)
-                return 2
+        if path is not None and (why := unwritable(Path(path).parent)):  # said before the scoring, not after it
+            print(f"error: cannot write the {what} {path}: {why}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     rows = []
     stream = evaluate_folder(Path(seg_dir), Path(gt_dir), nsd=nsd, workers=workers, spacing_order=spacing_order)

@@ -65,22 +65,17 @@ def writable_folders(output_dir: Path, overlay_dir: Path | None, timing_csv: Pat
     """Make the output (and overlay) folder; exit 2 with the reason when one cannot take a file. Temporaries
     a killed run left there are removed (said in a note). The timing CSV's folder is made and checked too: said
     now, not once every case has run."""
-    from medsam_lite.core.atomic import check_writable_dir, remove_stale, why_not_written
+    from medsam_lite.core.atomic import remove_stale, unwritable
 
-    if timing_csv is not None:
-        try:
-            check_writable_dir(timing_csv.parent)
-        except OSError as exc:
-            fail(f"cannot write the timing CSV {timing_csv}: {why_not_written(exc)}")
+    if timing_csv is not None and (why := unwritable(timing_csv.parent)):
+        fail(f"cannot write the timing CSV {timing_csv}: {why}")
 
     for folder, what in [(output_dir, "output"), (overlay_dir, "overlay")]:
         if folder is not None:
             if folder.exists() and not folder.is_dir():
                 fail(f"the {what} folder {folder} is a file; name a folder (it is made if missing)")
-            try:
-                check_writable_dir(folder)
-            except OSError as exc:  # the reason without the name of the probe file it could not make
-                fail(f"the {what} folder {folder} is not writable: {why_not_written(exc)}")
+            if why := unwritable(folder):
+                fail(f"the {what} folder {folder} is not writable: {why}")
             stale = remove_stale(folder)
             if stale:
                 say(f"note: removed {len(stale)} temporary file(s) a killed run left in {folder} ({stale[0].name}"

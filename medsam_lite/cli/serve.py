@@ -81,12 +81,10 @@ def serve(host: str, port: int, checkpoint: Path | None, engine: str, export_dir
         click.echo(f"WARNING: listening on {host} without a token: anyone who can reach this address can use the "
                    f"service; set --token or $MEDSAM_LITE_TOKEN", err=True)
     if store_dir is not None:  # said at once too, not in a traceback once the engine has loaded
-        from medsam_lite.core.atomic import check_writable_dir, why_not_written
+        from medsam_lite.core.atomic import unwritable
 
-        try:
-            check_writable_dir(store_dir)
-        except OSError as exc:
-            fail(f"the store folder {store_dir} cannot keep uploads: {why_not_written(exc)}")
+        if why := unwritable(store_dir):
+            fail(f"the store folder {store_dir} cannot keep uploads: {why}")
     listening = _listen(host, port)  # before the engine loads: a port in use is said at once
     start = time.perf_counter()
     choice = load_engine(engine, checkpoint, export_dir, precision, threads, background=True, offline=offline)

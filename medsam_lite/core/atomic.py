@@ -62,6 +62,16 @@ def check_writable_dir(folder: str | os.PathLike[str]) -> None:
         pass
 
 
+def unwritable(folder: str | os.PathLike[str]) -> str | None:
+    """``check_writable_dir`` as an answer: why ``folder`` cannot take a file (``why_not_written``'s words,
+    without the name of the probe file), or None when it can (it is made if missing)."""
+    try:
+        check_writable_dir(folder)
+    except OSError as exc:
+        return why_not_written(exc)
+    return None
+
+
 STALE_AFTER_S = 3600  # a write under way takes seconds, an export about half a minute: older temporaries are dead
 
 

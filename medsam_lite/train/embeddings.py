@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from medsam_lite.core.atomic import atomic_path, check_writable_dir, remove_stale, why_not_written, write_with
+from medsam_lite.core.atomic import atomic_path, remove_stale, unwritable, write_with
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.train.data import CaseSource, TrainingCase
 from medsam_lite.train.run_dir import RunDirError
@@ -82,11 +82,9 @@ class EmbeddingCache:
         self.root = root
         self.checkpoint_sha256 = checkpoint_sha256
         self.precision = precision
-        try:
-            check_writable_dir(root)
-        except OSError as exc:  # said before any slice is encoded, not as a traceback
-            raise RunDirError(f"the embedding cache folder {root} cannot be written: {why_not_written(exc)}; "
-                              f"choose another with --cache-dir") from exc
+        if why := unwritable(root):  # said before any slice is encoded, not as a traceback
+            raise RunDirError(f"the embedding cache folder {root} cannot be written: {why}; choose another with "
+                              f"--cache-dir")
         remove_stale(root)  # the part of a case a killed run was encoding (2 MiB a slice)
 
     def path(self, source: CaseSource, flip: bool = False) -> Path:
