@@ -440,6 +440,12 @@ def test_a_store_folder_that_cannot_be_made_is_said_before_the_engine_loads(expo
     assert result.stderr.strip() == f"error: the store folder {store} cannot keep uploads: Not a directory"
 
 
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file field ``file`` -> (body, content type)."""
+    return (f'--b\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode() + data
+            + b"\r\n--b--\r\n", "multipart/form-data; boundary=b")
+
+
 def _upload_long_volume(url: str, folder) -> dict:
     """Upload a synthetic 80-slice volume with one box over all of it (a propagation of 80 encoder passes, tens
     of seconds) to the server at ``url``; its stored-image reply."""
@@ -449,10 +455,9 @@ def _upload_long_volume(url: str, folder) -> dict:
     volume[:, 20:44, 20:44] = 200
     case = folder / "3DBox_long.npz"
     np.savez(case, imgs=volume, boxes=np.array([[18, 18, 0, 46, 46, 79]]))
-    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="3DBox_long.npz"\r\n\r\n'
-            + case.read_bytes() + b"\r\n--b--\r\n")
-    return json.load(urllib.request.urlopen(urllib.request.Request(
-        url + "/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})))
+    body, kind = _multipart(case.name, case.read_bytes())
+    return json.load(urllib.request.urlopen(urllib.request.Request(url + "/v1/images", data=body,
+                                                                   headers={"Content-Type": kind})))
 
 
 def test_sigterm_cuts_a_long_job_after_the_grace_with_a_503(exports, tmp_path):
@@ -529,9 +534,12 @@ def test_a_full_disk_refuses_an_upload_with_507_and_keeps_nothing(exports, tmp_p
         assert _upload(c, DEMO_2D)["shape"] == [240, 320, 3]  # room again
 
 
-def test_a_client_that_leaves_stops_its_propagation(exports, tmp_path):
-    """A client that closes its connection during a long propagation (a page closed, a 3D Slicer user who
-    cancels): the job stops before its next encoder pass instead of holding the worker to the end (80 slices)."""
+def test_a_client_that_leaves_stops_its_job(exports, tmp_path):
+    """A client that closes its connection while its job runs (a page closed during a propagation, a 3D Slicer
+    user who cancels, a QuPath user who gives up on automatic masks, a script killed during /v1/predict): the job
+    stops before its next engine pass instead of holding the worker to its end (80 slices, 4096 decoder calls).
+    Every kind of long job: the native propagation, a whole case through /v1/predict, FastMedSAM's slice by slice,
+    samapi's automatic masks. Each ran to its end before (``queue.stopped`` stayed 0)."""
     import socket
     import time
     import urllib.request
@@ -541,21 +549,38 @@ def test_a_client_that_leaves_stops_its_propagation(exports, tmp_path):
     url, process = start_serve("--export-dir", str(exports("seeded")), "--store-dir", str(tmp_path / "store"),
                                "--cache-mb", "1024")
     try:
-        stored = _upload_long_volume(url, tmp_path)
         info = lambda: json.load(urllib.request.urlopen(url + "/v1/info"))  # noqa: E731
+        stored = _upload_long_volume(url, tmp_path)
+        long_case = (tmp_path / "3DBox_long.npz").read_bytes()
+        with np.load(tmp_path / "3DBox_long.npz") as data:
+            np.savez(tmp_path / "with_gts.npz", imgs=data["imgs"], gts=(data["imgs"] > 0).astype(np.uint8))
+        body, kind = _multipart("3DBox_long.npz", (tmp_path / "with_gts.npz").read_bytes())
+        fastmedsam_name = json.load(urllib.request.urlopen(urllib.request.Request(
+            url + "/upload/", data=body, headers={"Content-Type": kind})))["filename"]
+        png = _png_b64(np.load(DEMO_2D)["imgs"])
+        jobs = {"native segment": ("/v1/images/" + stored["id"] + "/segment", b"{}", "application/json"),
+                "one-shot predict": ("/v1/predict", *_multipart("3DBox_long.npz", long_case)),
+                "FastMedSAM segment": (f"/segment/?filename={fastmedsam_name}", None, None),
+                "samapi automask": ("/sam/automask/", json.dumps({"b64img": png, "points_per_side": 64}).encode(),
+                                    "application/json")}
         port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port)) as leaving:
-            leaving.sendall(f"POST /v1/images/{stored['id']}/segment HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                            f"application/json\r\nContent-Length: 2\r\n\r\n{{}}".encode())
-            deadline = time.monotonic() + 60
-            while info()["cache"]["slices"] < 3:  # the propagation is under way
-                assert time.monotonic() < deadline, "the propagation did not start"
-                time.sleep(0.05)
-        deadline = time.monotonic() + 120
-        while info()["queue"]["done"] < 1:
-            assert time.monotonic() < deadline, "the job did not end"
-            time.sleep(0.1)
-        after = info()
-        assert after["queue"]["stopped"] == 1 and after["cache"]["slices"] < 40, after  # not the 80 slices
+        for stopped, (what, (path, data, kind)) in enumerate(jobs.items(), start=1):
+            before = info()
+            with socket.create_connection(("127.0.0.1", port)) as leaving:
+                head = f"{'GET' if data is None else 'POST'} {path} HTTP/1.1\r\nHost: x\r\n"
+                if data is not None:
+                    head += f"Content-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
+                leaving.sendall(head.encode() + b"\r\n" + (data or b""))
+                deadline = time.monotonic() + 60
+                while info()["queue"]["running"] == 0:  # the job is under way
+                    assert time.monotonic() < deadline, f"{what}: the job did not start"
+                    time.sleep(0.05)
+                time.sleep(1.0)  # a few passes into it
+            deadline = time.monotonic() + 120
+            while (after := info())["queue"]["done"] == before["queue"]["done"]:
+                assert time.monotonic() < deadline, f"{what}: the job did not end"
+                time.sleep(0.1)
+            assert after["queue"]["stopped"] == stopped and after["queue"]["running"] == 0, (what, after["queue"])
+            assert after["cache"]["slices"] - before["cache"]["slices"] < 40, what  # not the 80 slices
     finally:
         stop_serve(process)

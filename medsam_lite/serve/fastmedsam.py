@@ -92,7 +92,7 @@ async def segment(request: Request, filename: str = Query(...)) -> Response:
     if not stored.meta.has_gts:
         raise UploadError(422, f"{filename} has no gts: FastMedSAM segments by the boxes of the labels in gts")
     gts = stored.gts()
-    segs = await service.worker.run(_segment_by_gts, service, stored, gts)
+    segs = await service.worker.run(_segment_by_gts, service, stored, gts, client=request)
     arrays = {"imgs": np.asarray(stored.image), "gts": gts, "segs": segs}
     if stored.meta.spacing is not None:
         arrays["spacing"] = np.array(stored.meta.spacing)

@@ -57,8 +57,8 @@ async def info(request: Request) -> Info:
                 cache={"bytes": cache.nbytes, "capacity": cache.capacity, "slices": len(cache), "hits": cache.hits,
                        "misses": cache.misses},
                 store={"bytes": store.nbytes, "images": len(store), "capacity": service.settings.store_mb * 2**20},
-                queue={"waiting": service.worker.waiting, "size": service.settings.queue_size, "done": service.worker.done,
-                       "stopped": service.worker.stopped})
+                queue={"waiting": service.worker.waiting, "size": service.settings.queue_size,
+                       "running": service.worker.running, "done": service.worker.done, "stopped": service.worker.stopped})
 
 
 async def receive_upload(service: Service, file: UploadFile) -> tuple[Path, str, bytes]:
@@ -181,7 +181,7 @@ async def predict_once(request: Request, file: UploadFile = File(..., descriptio
         case = await run_in_threadpool(read_case_npz, path, file.filename, service.settings.max_pixels)
         from medsam_lite.pipeline.case import segment_case
 
-        segs = await service.worker.run(segment_case, service.choice.engine, case)
+        segs = await service.worker.run(segment_case, service.predictor.engine, case, client=request)
     finally:
         path.unlink(missing_ok=True)
     return Response(npz_bytes(segs=segs), media_type=MEDIA["npz"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any, Hashable
 
 import numpy as np
 
@@ -25,10 +25,9 @@ class Timing:
 
 
 class SlicePredictor:
-    def __init__(self, engine: Engine, cache_bytes: int, check: Callable[[], None] = lambda: None) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, cache_bytes: int) -> None:
+        self.engine = engine  # the service's StoppableEngine: a job whose client has gone stops at its next pass
         self.cache: ByteLRU[tuple[Hashable, int], Any] = ByteLRU(cache_bytes)
-        self.check = check  # before each encoder pass: raises to stop a job whose client has gone
 
     def embedding(self, key: Hashable, z: int, plane: np.ndarray, timing: Timing | None = None) -> Any:
         """The embedding of slice ``z`` of image ``key`` ((H, W) grey or (H, W, 3)), encoded on a miss."""
@@ -37,7 +36,6 @@ class SlicePredictor:
             if timing:
                 timing.cached += 1
             return found
-        self.check()
         embedding = encode_image(self.engine, np.ascontiguousarray(plane))
         self.cache.put((key, z), embedding, EMBEDDING_BYTES)
         if timing:

@@ -80,7 +80,7 @@ async def predict_sam(request: Request, body: SAMBody) -> list[dict]:
     if box is None and points is None:
         raise UploadError(422, "give a bbox or point_coords")
     masks, _ = await service.worker.run(service.predictor.prompt, ("sam", key), 0, image, points, labels, box,
-                                        body.multimask_output)
+                                        body.multimask_output, client=request)
     return await run_in_threadpool(_features, [(m.mask, m.iou) for m in masks], body.type)
 
 
@@ -108,7 +108,7 @@ async def automask(request: Request, body: SAMAutoMaskBody) -> list[dict]:
                         lambda crop, part: predictor.embedding(("sam", key, tuple(crop)), 0, part))
 
     try:
-        found = await service.worker.run(run)
+        found = await service.worker.run(run, client=request)
     except ValueError as exc:
         raise UploadError(422, str(exc)) from exc
     return await run_in_threadpool(_features, [(a.mask, a.iou) for a in found], body.type)

@@ -18,6 +18,7 @@ from medsam_lite.io.layout2025 import boxes_from_dicts
 from medsam_lite.serve.nni_sessions import SessionRegistry
 from medsam_lite.serve.predictor import SlicePredictor, Timing
 from medsam_lite.serve.settings import MIB, ServeSettings
+from medsam_lite.serve.stoppable import StoppableEngine
 from medsam_lite.serve.store import ImageMeta, ImageStore, StoredImage
 from medsam_lite.serve.uploads import Intensity, UploadError, decode_file, sniff_suffix
 from medsam_lite.serve.worker import InferenceWorker
@@ -40,7 +41,7 @@ class Service:
     @classmethod
     def start(cls, settings: ServeSettings, choice: EngineChoice, model_sha256: str | None) -> "Service":
         worker = InferenceWorker(settings.queue_size)
-        predictor = SlicePredictor(choice.engine, settings.cache_mb * MIB, check=worker.check)
+        predictor = SlicePredictor(StoppableEngine(choice.engine, worker.check), settings.cache_mb * MIB)
         store = ImageStore(settings.store_dir, settings.store_mb * MIB, on_evict=predictor.forget)
         sessions = SessionRegistry(settings.max_sessions, settings.idle_seconds, settings.liveness_seconds)
         return cls(settings, choice, model_sha256, predictor, worker, store, sessions)

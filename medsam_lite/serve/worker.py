@@ -1,6 +1,7 @@
 """One inference worker: a thread that owns the engine, fed by a bounded queue. A full queue refuses at once
 (the caller answers 503 with Retry-After) instead of piling requests up; a job whose client has gone is
-skipped before it starts, or stopped before its next encoder pass when it is under way."""
+skipped before it starts, or stopped before its next encoder or decoder pass when it is under way
+(``serve.stoppable``)."""
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +28,7 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="medsam-lite-inference", daemon=True)
         self._thread.start()
         self.done = 0
+        self.running = 0  # jobs under way: 0 or 1
         self.stopped = 0  # jobs stopped under way because their client had gone
 
     def _run(self) -> None:
@@ -37,16 +39,16 @@ class InferenceWorker:
             future, fn, args, stop = job
             if not future.set_running_or_notify_cancel():  # cancelled while waiting: the client left
                 continue
-            self._stop_current = stop
+            self._stop_current, self.running = stop, 1
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                 self.stopped += isinstance(exc, ClientGone)
                 future.set_exception(exc)
-            self.done += 1
+            self.done, self.running = self.done + 1, 0
 
     def check(self) -> None:
-        """On the worker, between two encoder passes: raise ClientGone when the job under way lost its client."""
+        """On the worker, before each engine pass: raise ClientGone when the job under way lost its client."""
         if self._stop_current.is_set():
             raise ClientGone("the client left; the job was stopped")
 
@@ -62,8 +64,8 @@ class InferenceWorker:
     async def run(self, fn: Callable[..., Any], *args: Any, client=None) -> Any:
         """Run ``fn(*args)`` on the worker. ``client``: the request asking (a Starlette ``Request``); when its
         connection closes before the reply, a job not started is skipped and one under way stops before its next
-        encoder pass (a 3D Slicer user who cancels, a page closed during a propagation), and ClientGone is
-        raised here."""
+        engine pass (a 3D Slicer user who cancels, a page closed during a propagation or a whole case), and
+        ClientGone is raised here."""
         stop = threading.Event()
         waiting = asyncio.wrap_future(self.submit(fn, *args, stop=stop))
         if client is None:
