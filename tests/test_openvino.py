@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,18 +155,23 @@ def test_an_engine_made_in_the_background_equals_one_made_at_once(exports):
         np.testing.assert_array_equal(segment_2d(engine, case.image, case.boxes), expected)
 
 
+def _garble(xml: Path) -> None:
+    """Make ``xml`` no model, keeping its length (the manifest's sizes cannot see it; only OpenVINO can)."""
+    xml.write_text("<net>not a model</net>".ljust(xml.stat().st_size))
+
+
 def test_a_decoder_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path):
     """The decoders compile on the caller's thread while the encoder compiles on its own: either failing is one line."""
     broken = tmp_path / "broken"
     shutil.copytree(exports("seeded"), broken, ignore=shutil.ignore_patterns("cache"))
-    (broken / "mask_decoder.bin").write_bytes(b"\0" * 16)
+    _garble(broken / "mask_decoder.xml")
     result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken])
     assert result.exit_code == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(f"error: the OpenVINO export in {broken} could not be loaded: ") and "mask_decoder" in line
     with pytest.raises(ExportError, match="image_encoder.xml"):
-        (broken / "mask_decoder.bin").write_bytes((exports("seeded") / "mask_decoder.bin").read_bytes())
-        (broken / "image_encoder.xml").write_text("<net>not a model</net>")
+        (broken / "mask_decoder.xml").write_bytes((exports("seeded") / "mask_decoder.xml").read_bytes())
+        _garble(broken / "image_encoder.xml")
         create_engine("openvino", None, broken, default_checkpoint=False, background=True).engine.ready()
 
 
@@ -228,7 +234,7 @@ def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
 def test_an_export_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exports("seeded"), broken, ignore=shutil.ignore_patterns("cache"))
-    (broken / "image_encoder.xml").write_text("<net>not a model</net>")
+    _garble(broken / "image_encoder.xml")
     result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken])
     assert result.exit_code == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

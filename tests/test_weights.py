@@ -216,6 +216,47 @@ def test_exports_are_kept_per_checkpoint(tmp_path, monkeypatch, checkpoint_path,
     assert any(not np.array_equal(runs["seeded"][n], runs["other"][n]) for n in runs["seeded"])
 
 
+def test_a_damaged_export_is_found_before_openvino_reads_it(tmp_path, monkeypatch, checkpoint_path, exports):
+    """An export cut short (a disk that filled while it was copied, a copy stopped half-way): the store's is made
+    again, saying why, and gives the same masks; a folder the user named is refused with one line naming the
+    file. Damage of the same length, which only OpenVINO can see, says what to do: the store's folder is deleted."""
+    from medsam_lite.engines.store import store_dir
+    from medsam_lite.engines.weights import checkpoint_sha256
+
+    from .test_openvino import _garble
+
+    monkeypatch.delenv("MEDSAM_LITE_EXPORT_DIR")
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(tmp_path / "home"))
+    seeded = checkpoint_path("seeded")
+    store = store_dir(checkpoint_sha256(seeded))
+    shutil.copytree(exports("seeded"), store, ignore=shutil.ignore_patterns("cache"))
+    intact = (store / "image_encoder.bin").stat().st_size
+    os.truncate(store / "image_encoder.bin", intact // 2)
+    done = _cli(["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--checkpoint", seeded])
+    assert done.exit_code == 0, done.stderr
+    assert (f"the OpenVINO export in {store} cannot be used ({store / 'image_encoder.bin'} has {intact // 2} bytes "
+            f"where the export wrote {intact}: the export is damaged); making it again") in done.stderr
+    assert (store / "image_encoder.bin").stat().st_size == intact
+    want = _cli(["predict", "-i", DEMO / "imgs", "-o", tmp_path / "want", "--export-dir", exports("seeded")])
+    assert want.exit_code == 0, want.stderr
+    for case in sorted((tmp_path / "want").iterdir()):
+        assert np.array_equal(np.load(case)["segs"], np.load(tmp_path / "out" / case.name)["segs"]), case.name
+
+    named = tmp_path / "named"
+    shutil.copytree(exports("seeded"), named, ignore=shutil.ignore_patterns("cache"))
+    os.truncate(named / "mask_decoder.bin", 1000)
+    refused = _cli(["predict", "-i", DEMO / "imgs", "-o", tmp_path / "refused", "--export-dir", named])
+    assert refused.exit_code == 2 and refused.stderr.strip() == (
+        f"error: {named / 'mask_decoder.bin'} has 1000 bytes where the export wrote "
+        f"{(exports('seeded') / 'mask_decoder.bin').stat().st_size}: the export is damaged; re-run `medsam-lite export`")
+    assert nothing_left(tmp_path / "refused")
+
+    shutil.rmtree(store / "cache")
+    _garble(store / "image_encoder.xml")
+    damaged = _cli(["predict", "-i", DEMO / "imgs", "-o", tmp_path / "damaged", "--checkpoint", seeded])
+    assert damaged.exit_code == 2 and damaged.stderr.strip().endswith(f"; delete {store}: the next run makes it again")
+
+
 def test_no_export_and_no_torch_says_what_to_install(tmp_path, monkeypatch, checkpoint_path):
     """A torch-free install with weights but no export of them: one line naming the store folder, the torch extra
     and the copy-an-export alternative; nothing written."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
@@ -34,8 +34,20 @@ DECODER_IMAGE_OUTPUTS = ("keys", "token_to_image_k", "token_to_image_v", "image_
 BOX_INPUT_SHAPE = (1, 4)
 
 
+REMAKE = "re-run `medsam-lite export`"  # what makes an export folder whole again
+
+
 class ExportError(Exception):
-    """An export folder that is missing, incomplete or made from another checkpoint."""
+    """An export folder that is missing, incomplete or made from another checkpoint. ``problem``: what is wrong,
+    without what to do about it (the store says that itself: it makes its exports again)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
+def _unusable(problem: str) -> ExportError:
+    return ExportError(f"{problem}; {REMAKE}", problem)
 
 
 @dataclass
@@ -49,6 +61,9 @@ class Manifest:
     decoder_max_abs_diff: float
     int8_encoder: bool = False
     format: int = MANIFEST_FORMAT
+    # bytes of each IR file as written; read_manifest compares them, so that a copy or a disk cut short (a file
+    # of the right name and the wrong length) is found before OpenVINO reads it. {} in exports made before it.
+    files: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,19 +78,32 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> Manifest | None:
         data = json.loads(path.read_text())
         manifest = Manifest(**data)
     except (ValueError, TypeError) as exc:
-        raise ExportError(f"{path} is not a medsam-lite export manifest ({exc}); re-run `medsam-lite export`") from exc
+        raise _unusable(f"{path} is not a medsam-lite export manifest ({exc})") from exc
     if manifest.format != MANIFEST_FORMAT:
-        raise ExportError(f"{path} has format {manifest.format}, expected {MANIFEST_FORMAT}; re-run `medsam-lite export`")
+        raise _unusable(f"{path} has format {manifest.format}, expected {MANIFEST_FORMAT}")
     for part in ("encoder", "decoder_image", "decoder") + (("encoder_int8",) if manifest.int8_encoder else ()):
         xml = Path(export_dir) / MODEL_FILES[part]
         if not xml.is_file() or not xml.with_suffix(".bin").is_file():
-            raise ExportError(f"{xml} (or its .bin) is missing from the export; re-run `medsam-lite export`")
+            raise _unusable(f"{xml} (or its .bin) is missing from the export")
+    for name, size in manifest.files.items():
+        found = Path(export_dir) / name
+        length = found.stat().st_size if found.is_file() else None
+        if length != size:
+            raise _unusable(f"{found} has {length} bytes where the export wrote {size}: the export is damaged")
     return manifest
 
 
+def _ir_files(export_dir: Path) -> dict[str, int]:
+    """name -> bytes of every IR file (.xml, .bin) of the models in ``export_dir``."""
+    paths = [export_dir / xml for xml in MODEL_FILES.values()]
+    return {p.name: p.stat().st_size for xml in paths for p in (xml, xml.with_suffix(".bin")) if p.is_file()}
+
+
 def write_manifest(export_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Write ``manifest.json`` atomically (it marks the export as complete)."""
+    """Write ``manifest.json`` atomically (it marks the export as complete), with the bytes of its IR files."""
     from medsam_lite.core.atomic import write_with
+
+    manifest.files = _ir_files(Path(export_dir))
 
     write_with(Path(export_dir) / MANIFEST_NAME, lambda handle: json.dump(manifest.to_json(), handle, indent=2), mode="w")
 

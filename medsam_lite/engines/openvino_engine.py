@@ -22,6 +22,7 @@ from medsam_lite.engines.cpu import pair_rule
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
 from medsam_lite.engines.precision import resolve
+from medsam_lite.engines.store import remedy
 
 ov = import_openvino()
 
@@ -133,7 +134,7 @@ class OpenVINOEngine:
         except RuntimeError as exc:
             reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
             raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {model_file}: "
-                              f"{reason}; re-run `medsam-lite export`") from exc
+                              f"{reason}; {remedy(self.export_dir)}") from exc
 
     def _box_streams(self) -> list:
         """Requests of the decoder's box part on two streams sharing the threads the box part gets on its own

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from medsam_lite.engines.manifest import ExportError, read_manifest
+from medsam_lite.engines.manifest import REMAKE, ExportError, read_manifest
 
 CHECKOUT_EXPORT_DIR = Path("work_dir/openvino")  # the folder `medsam-lite export --out work_dir/openvino` fills
 
@@ -26,6 +26,16 @@ def store_root() -> Path:
 def store_dir(digest: str) -> Path:
     """The store's folder for the checkpoint with this sha256."""
     return store_root() / digest[:16]
+
+
+def in_store(folder: Path) -> bool:
+    """Whether ``folder`` is one of the store's (made by medsam-lite, not named by the user)."""
+    return Path(folder).resolve().parent == store_root().resolve()
+
+
+def remedy(folder: Path) -> str:
+    """What makes the export in ``folder`` whole again: the store makes its own again once it is gone."""
+    return f"delete {folder}: the next run makes it again" if in_store(folder) else REMAKE
 
 
 def find_export(digest: str) -> Path | None:
@@ -77,7 +87,7 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
             from medsam_lite.engines.export import export_openvino
 
             if say is not None:
-                say(f"exporting {checkpoint} to OpenVINO once -> {target} (about half a minute)")
+                say(_making(checkpoint, target))
             start = time.perf_counter()
             report = export_openvino(checkpoint, target)
     except OSError as exc:
@@ -92,3 +102,12 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
             f"{report.encoder_max_abs_diff:.1e} embedding, {report.decoder_max_abs_diff:.1e} logits)")
     return target
 
+
+
+def _making(checkpoint: Path, target: Path) -> str:
+    """The line that says an export is being made, and why again where there was one."""
+    try:
+        read_manifest(target)
+    except ExportError as exc:  # damaged, or of an older format: made again in place
+        return f"the OpenVINO export in {target} cannot be used ({exc.problem}); making it again (about half a minute)"
+    return f"exporting {checkpoint} to OpenVINO once -> {target} (about half a minute)"
