@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     if not head.startswith(CHECKPOINT_STARTS):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: it starts with {head!r}, where torch.save "
                               f"writes a zip archive or a pickle")
+    if head.startswith(CHECKPOINT_STARTS[0]) and not zipfile.is_zipfile(path):  # torch: "failed finding central directory"
+        raise CheckpointError(f"{path} is cut short: a zip archive of {os.path.getsize(path):,} bytes without its end "
+                              f"(a download or copy that stopped part-way); copy or fetch it again")
     try:
         # Training scripts keep their command-line arguments (argparse.Namespace, a plain attribute bag) beside
         # the weights: allowed by the weights-only unpickler rather than refused.
