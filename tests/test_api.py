@@ -91,8 +91,14 @@ def test_set_image_once_prompt_many_and_clear_errors(exports, checkpoint_path):
     assert predictor.engine.encoder_passes == before + 1 and np.array_equal(predictor.predict(case["boxes"]), both)
     with pytest.raises(ValueError, match="box 0 has x_min 50 > x_max 10"):
         predictor.predict([50, 5, 10, 20])
-    with pytest.raises(ValueError, match="uint8"):
-        predictor.set_image(case["imgs"].astype(np.float32))
+    hu = case["imgs"][..., 0].astype(np.int16) * 4 - 1000  # a CT slice in HU, as a notebook user holds it
+    with pytest.raises(ValueError, match=r"uint8 image, got \(240, 320\) int16; medsam_lite.to_uint8\(pixels, 'CT'\)"):
+        predictor.set_image(hu)
+    import medsam_lite
+
+    windowed = medsam_lite.to_uint8(hu, "CT", (-600.0, 1500.0))  # the official CT rule, the lung window
+    clipped = np.clip(hu.astype(np.float64), -1350, 150)  # level -600, width 1500
+    assert np.array_equal(windowed, np.uint8((clipped - clipped.min()) / (clipped.max() - clipped.min()) * 255))
     with pytest.warns(UserWarning, match="clipped"):
         clipped = predictor.predict([300, 200, 400, 300])
     assert clipped.shape == (240, 320)

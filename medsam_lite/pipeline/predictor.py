@@ -57,7 +57,8 @@ class Predictor:
 
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-            raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}")
+            raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}"
+                             f"{_uint8_hint(image)}")
         _check_model_size(image.shape[:2])
         with self._turn:  # an encoding that fails (or is interrupted) leaves the image before with its embedding
             encoded = embedding if embedding is not None else encode_image(self.engine, image)
@@ -103,12 +104,21 @@ class Predictor:
         volume = np.asarray(volume)
         if volume.dtype != np.uint8 or volume.ndim != 3 or volume.shape[2] in (3, 4):
             hint = "; an (H, W, 3) picture goes to set_image" if volume.ndim == 3 and volume.shape[2] in (3, 4) else ""
-            raise ValueError(f"expected a (D, H, W) uint8 volume, got {volume.shape} {volume.dtype}{hint}")
+            raise ValueError(f"expected a (D, H, W) uint8 volume, got {volume.shape} {volume.dtype}"
+                             f"{hint or _uint8_hint(volume)}")
         _check_model_size(volume.shape[1:])
         array = checked_boxes(boxes, volume.shape, is_3d=True)
         starts = None if z_middle is None else np.asarray(z_middle, dtype=np.int64)
         with self._turn:
             return segment_3d(self.engine, volume, array, dtype=label_dtype(len(array)), z_middle=starts)
+
+
+def _uint8_hint(pixels: np.ndarray) -> str:
+    """For pixels of another type (a CT in HU, an MR as stored): how to make them what the model takes."""
+    if pixels.dtype == np.uint8 or pixels.dtype.kind not in "iuf":
+        return ""
+    return ("; medsam_lite.to_uint8(pixels, 'CT') (HU through a window, as the official preprocessing) or "
+            "to_uint8(pixels, 'MR') (percentiles) makes them uint8")
 
 
 def _check_model_size(plane: tuple[int, int]) -> None:
