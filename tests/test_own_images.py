@@ -202,8 +202,8 @@ def test_json_prompts(tmp_path):
     assert prompts.boxes.tolist() == [[1, 2, 3, 10, 11, 5]] and prompts.z_middle.tolist() == [5]
     for text, message in [("[[1, 2, 3]", "not valid JSON"), ('{"box": []}', "without a 'boxes' key"),
                           ("[[1, 2, 3]]", "box 0 is 3 numbers"), ("[[1, 2.5, 3, 4]]", "integer indices"),
-                          ("[[1, 2, 1180591620717411303424, 4]]", "box 0 has 1180591620717411303424; coordinates are "
-                                                                  "integer indices"),  # was an OverflowError
+                          ("[[1, 2, 1180591620717411303424, 4]]", r"box 0 has 1180591620717411303424: a coordinate "
+                                                                  r"beyond 2\*\*53"),  # was an OverflowError
                           ("[[NaN, 2, 3, 4]]", "box 0 has nan")]:
         path.write_text(text)
         with pytest.raises(ImageError, match=message):

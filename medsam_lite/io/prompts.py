@@ -54,15 +54,21 @@ def _box_list(value, where: str) -> tuple[list, list | None, list | None]:
     return value, labels, middles
 
 
-def _integer_rows(items: list, width: int, where: str) -> np.ndarray:
+def integer_boxes(items: list, width: int, where: str) -> np.ndarray:
+    """JSON boxes (lists of ``width`` integers: a box file, a service request) -> (N, width) int64; ImageError
+    naming ``where`` and the box that is not ``width`` integer pixel or slice indices."""
     rows = []
     for i, item in enumerate(items):
         if not isinstance(item, list) or len(item) != width:
             got = f"{len(item)} numbers" if isinstance(item, list) else type(item).__name__
             raise ImageError(f"{where}: box {i} is {got}; a {'3D' if width == 6 else '2D'} box is {width} integers")
         for v in item:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= LARGEST_COORDINATE or v != int(v):
-                raise ImageError(f"{where}: box {i} has {v!r}; coordinates are integer indices")  # NaN fails <=
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:  # v != v: NaN
+                raise ImageError(f"{where}: box {i} has {v!r}; coordinates are integer indices")
+            if abs(v) > LARGEST_COORDINATE:  # infinities too
+                raise ImageError(f"{where}: box {i} has {v!r}: a coordinate beyond 2**53 is no pixel or slice index")
+            if v != int(v):
+                raise ImageError(f"{where}: box {i} has {v!r}; coordinates are integer indices")
         rows.append([int(v) for v in item])
     return np.array(rows, dtype=np.int64).reshape(-1, width)
 
@@ -94,7 +100,7 @@ def boxes_from_json(path: Path, is_3d: bool) -> Prompts:
             raise ImageError(f"{where}: 'z_mid' is for 3D boxes; this image is 2D")
         if not isinstance(middles, list) or len(middles) != len(items):
             raise ImageError(f"{where}: 'z_mid' must be a list of {len(items)} integers, one per box")
-        z_middle = _integer_rows([middles], len(items), where + " z_mid")[0] if items else np.zeros(0, np.int64)
+        z_middle = integer_boxes([middles], len(items), where + " z_mid")[0] if items else np.zeros(0, np.int64)
     if items and all(isinstance(item, dict) for item in items):
         if not is_3d:
             raise ImageError(f"{where}: dict boxes (2025 layout) are 3D; this image is 2D")
@@ -103,7 +109,7 @@ def boxes_from_json(path: Path, is_3d: bool) -> Prompts:
         except (ValueError, OverflowError) as exc:
             raise ImageError(f"{where}: {exc}") from exc
     else:
-        boxes = _integer_rows(items, 6 if is_3d else 4, where)
+        boxes = integer_boxes(items, 6 if is_3d else 4, where)
     return Prompts(boxes, _labels(labels, len(boxes), where), z_middle, f"boxes from {where}")
 
 

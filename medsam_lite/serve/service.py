@@ -10,10 +10,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from medsam_lite.core.case import LARGEST_COORDINATE, MAX_LABEL, CaseError, check_boxes, label_dtype
+from medsam_lite.core.case import MAX_LABEL, CaseError, check_boxes, label_dtype
 from medsam_lite.core.preprocess import resized_size
 from medsam_lite.engines import EngineChoice
-from medsam_lite.io.prompts import label_values_of
+from medsam_lite.io.image import ImageError
+from medsam_lite.io.prompts import integer_boxes, label_values_of
 from medsam_lite.io.layout2025 import boxes_from_dicts
 from medsam_lite.serve.nni_sessions import SessionRegistry
 from medsam_lite.serve.predictor import SlicePredictor, Timing
@@ -139,14 +140,10 @@ def check_slice(meta: ImageMeta, z: int) -> None:
 
 
 def _box_array(raw: list, width: int) -> np.ndarray:
-    rows = []
-    for i, box in enumerate(raw):
-        if not isinstance(box, list) or len(box) != width:
-            raise UploadError(422, f"box {i} is {box!r}; expected {width} integers here")
-        if any(abs(v) > LARGEST_COORDINATE for v in box if isinstance(v, int)):
-            raise UploadError(422, f"box {i} is {box!r}: a coordinate beyond 2**53 is no pixel or slice index")
-        rows.append(box)
-    return np.array(rows, dtype=np.int64).reshape(-1, width)
+    try:
+        return integer_boxes(raw, width, "boxes")
+    except ImageError as exc:
+        raise UploadError(422, str(exc)) from exc
 
 
 def _checked(boxes: np.ndarray, shape: tuple[int, ...], is_3d: bool) -> np.ndarray:
