@@ -110,21 +110,12 @@ def finetune(data: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | No
 
         if not disk_full(exc):
             raise
-        _close_bars()
         fail(f"cannot write {exc.filename or 'a file of the run'}: {why_not_written(exc)} (nothing half-written was "
              f"left). Free space there, then `medsam-lite finetune --resume {config.run_dir}` continues the run (from "
              f"its last finished epoch; the slices already encoded stay in the embedding cache)")
     except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM (a scheduler's time limit; the group raises it)
         how, code = stopped_how(exc)
-        _close_bars()
         click.echo(f"stopped by {how}: `medsam-lite finetune --resume {config.run_dir}` continues from the last "
                    "finished epoch (last.pt; the slices already encoded stay in the embedding cache)", err=True)
         sys.exit(code)
 
-
-def _close_bars() -> None:
-    """Close the progress bars still open (the cache's), else redrawn under the last line by the exit."""
-    from tqdm import tqdm
-
-    for bar in list(tqdm._instances):
-        bar.close()

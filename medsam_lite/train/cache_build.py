@@ -61,7 +61,6 @@ class CacheFiller:
         return self.engine.encode
 
     def finish(self) -> dict:
-        self.bar.close()
         if self.encoded:
             self.log(f"encoded {self.encoded} slices in {self.seconds:.0f} s ({self.precision})")
         else:

@@ -22,22 +22,22 @@ def train_epoch(config: FinetuneConfig, epoch: int, samples: list[Sample], cases
     order = epoch_order(len(samples), per_epoch, config.seed, epoch)
     sums = np.zeros(4)
     device = dist.device
-    bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="step", file=sys.stderr, disable=not dist.is_main, leave=False)
-    for step in bar:
-        batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-        positions = list(range(dist.rank, len(batch), dist.world))
-        mine = [samples[batch[p]] for p in positions]
-        inputs, boxes, targets = batch_inputs(mine, positions, cases, embeddings, config.jitter, config.seed, epoch, step)
-        inputs, boxes, targets = inputs.to(device), boxes.to(device), targets.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, iou = step_module(inputs, boxes)
-        loss = segmentation_loss(logits, iou, targets, config.dice_weight, config.bce_weight, config.iou_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        optimizer.step()
-        schedule.step()
-        sums += [float(loss.total.detach()), loss.dice, loss.bce, loss.iou]
-        bar.set_postfix(loss=f"{sums[0] / (step + 1):.4f}")
-    bar.close()
+    with tqdm(range(steps), desc=f"epoch {epoch}", unit="step", file=sys.stderr, disable=not dist.is_main,
+              leave=False) as bar:  # closed however the epoch ends (a stop, a full disk)
+        for step in bar:
+            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+            positions = list(range(dist.rank, len(batch), dist.world))
+            mine = [samples[batch[p]] for p in positions]
+            inputs, boxes, targets = batch_inputs(mine, positions, cases, embeddings, config.jitter, config.seed, epoch, step)
+            inputs, boxes, targets = inputs.to(device), boxes.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, iou = step_module(inputs, boxes)
+            loss = segmentation_loss(logits, iou, targets, config.dice_weight, config.bce_weight, config.iou_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            schedule.step()
+            sums += [float(loss.total.detach()), loss.dice, loss.bce, loss.iou]
+            bar.set_postfix(loss=f"{sums[0] / (step + 1):.4f}")
     means = [dist.mean(v / steps) for v in sums]
     return dict(zip(("train_loss", "train_dice", "train_bce", "train_iou"), means))

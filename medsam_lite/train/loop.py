@@ -107,8 +107,12 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
 
         filler = CacheFiller(config, checkpoint, checkpoint_sha256(checkpoint), dist, log,
                              len(split["train"]) + len(split["val"]))
-    train_cases = _read_all([sources[n] for n in split["train"]], config, log, filler)
-    val_cases = _read_all([sources[n] for n in split["val"]], config, log, filler)
+    try:
+        train_cases = _read_all([sources[n] for n in split["train"]], config, log, filler)
+        val_cases = _read_all([sources[n] for n in split["val"]], config, log, filler)
+    finally:  # however the filling ends (a stop, a full disk): its bar is not redrawn under the last line
+        if filler is not None:
+            filler.bar.close()
     embeddings = filler.finish() if filler is not None else None
     if not train_cases or not val_cases:
         raise ValueError(f"no readable {'training' if not train_cases else 'validation'} case left (see the lines above)")
