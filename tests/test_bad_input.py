@@ -1,6 +1,8 @@
 """Every kind of bad input gets one clear line naming the file and the problem; the others still run."""
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -19,6 +21,17 @@ def _volume(d: int = 6, h: int = 64, w: int = 64) -> np.ndarray:
     vol = np.random.default_rng(6).integers(0, 60, (d, h, w), dtype=np.uint8)
     vol[:, 20:40, 20:45] = 220
     return vol
+
+
+def _claiming(path, arrays: dict, key: str, shape: tuple, descr: str) -> None:
+    """An npz of ``arrays`` and a member ``key`` whose .npy header claims ``shape`` with none of its data: what
+    a file of a few MB of deflated zeros can claim, read only if the header is believed."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array)
+        with archive.open(f"{key}.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": descr, "fortran_order": False, "shape": shape})
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +60,8 @@ def bad_folder(tmp_path_factory):
     save("3DBox_zmin_gt_zmax.npz", imgs=_volume(), boxes=np.array([[20, 20, 4, 44, 39, 2]]))
     save("3DBox_wrong_rank.npz", imgs=_volume()[..., None], boxes=np.array([[20, 20, 1, 44, 39, 2]]))
     save("3DBox_rgb_image.npz", imgs=_image_2d(), boxes=np.array([[20, 20, 1, 44, 39, 2]]))
+    _claiming(folder / "2DBox_boxes_claim_gigabytes.npz", {"imgs": _image_2d()}, "boxes", (10**9, 4), "<i8")
+    _claiming(folder / "3DBox_prev_pred_claims_terabytes.npz", {"imgs": _volume()}, "prev_pred", (10**4,) * 3, "|u1")
     good = (folder / "2DBox_ok.npz").read_bytes()
     (folder / "2DBox_truncated.npz").write_bytes(good[: len(good) // 2])
     (folder / "2DBox_not_npz.npz").write_bytes(b"this is a text file\n" * 20)
@@ -82,6 +97,8 @@ FAILURES = {
     "3DBox_zmin_gt_zmax.npz": "box 0 has z_min 4 > z_max 2",
     "3DBox_wrong_rank.npz": "imgs has shape (6, 64, 64, 1); a 3D case needs (D, H, W)",
     "3DBox_rgb_image.npz": "an RGB 2D image; a 3D case needs (D, H, W) grey slices",
+    "2DBox_boxes_claim_gigabytes.npz": "boxes has shape (1000000000, 4): more than the 65,535 boxes a label map can "
+                                       "hold (uint16); not loaded",
     "2DBox_truncated.npz": "cannot read as .npz",
     "2DBox_not_npz.npz": "not an .npz archive: neither a zip archive nor an .npy array (it starts with b'this i')",
     "2DBox_empty_file.npz": "not an .npz archive: the file is empty",
@@ -94,6 +111,7 @@ SUCCESSES = [
     "2DBox_zero_boxes.npz",
     "3DBox_single_slice.npz",
     "3DBox_z_beyond_volume.npz",
+    "3DBox_prev_pred_claims_terabytes.npz",
 ]
 
 
@@ -142,6 +160,17 @@ def test_zero_boxes_give_all_zero_segs(bad_run):
     segs = np.load(out / "2DBox_zero_boxes.npz")["segs"]
     assert segs.shape == (96, 128) and segs.dtype == np.uint8 and not segs.any()
     assert "WARNING 2DBox_zero_boxes.npz: no boxes" in result.stderr
+
+
+def test_a_prev_pred_off_the_grid_is_not_read(bad_run):
+    """A 2025-layout case without boxes whose prev_pred claims a terabyte (its header read, its data never): zeros
+    are written, saying why, as for any prev_pred off the image's grid."""
+    result, out = bad_run
+    segs = np.load(out / "3DBox_prev_pred_claims_terabytes.npz")["segs"]
+    assert segs.shape == (6, 64, 64) and not segs.any()
+    assert ("WARNING 3DBox_prev_pred_claims_terabytes.npz: no boxes array (2025 layout): writing an all-zero "
+            "segmentation (prev_pred is (10000, 10000, 10000) uint8, not labels 0..255 on the image's grid (6, 64, "
+            "64))") in result.stderr
 
 
 def test_single_slice_box_segments_only_that_slice(bad_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -133,10 +134,18 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, checkpoint_path):
     np.savez(inputs / "3DBox_bad_dict.npz", imgs=volume, boxes=np.array([{"z_min": 1, "z_max": 3}], dtype=object))
     np.savez(inputs / "3DBox_z_mid_outside.npz", imgs=volume, boxes=_dicts(np.load(DEMO_3D)["boxes"][:1], [11]))
     shutil.copy(DEMO_3D, inputs / "3DBox_good.npz")
+    with zipfile.ZipFile(inputs / "3DBox_repeats.npz", "w", zipfile.ZIP_DEFLATED) as archive:  # 65 MiB in 65 kB
+        with archive.open("imgs.npy", "w") as member:
+            np.lib.format.write_array(member, volume)
+        with archive.open("boxes.npy", "w") as member:  # references repeated: far more objects than bytes stored
+            np.lib.format.write_array_header_1_0(member, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+            member.write(bytes(65 << 20))
     out = tmp_path / "out"
     result = _predict(inputs, out, checkpoint_path("seeded"))
     assert result.exit_code == 1
     assert not marker.exists()
+    assert ("ERROR 3DBox_repeats.npz: cannot read boxes: boxes unpacks to 65 MiB, more than the 64 MiB a list of boxes "
+            "needs; not loaded") in result.stderr
     assert "ERROR 3DBox_crafted.npz: boxes is a pickle that was refused: it refers to posix.system" in result.stderr
     assert "ERROR 3DBox_bad_dict.npz: boxes (2025 layout): box 0 lacks z_mid, z_mid_x_min" in result.stderr
     assert "ERROR 3DBox_z_mid_outside.npz: boxes (2025 layout): box 0 has z_mid 11 outside z_min..z_max 2..8" in result.stderr

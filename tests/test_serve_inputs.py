@@ -71,6 +71,27 @@ def test_npz_uploads_with_broken_side_arrays_are_refused_naming_them(client):
     assert list(client.app.state.service.store.incoming.iterdir()) == []  # nothing left of the refused uploads
 
 
+def test_npz_side_arrays_that_claim_gigabytes_are_refused_unread(client, tmp_path):
+    """A member whose .npy header claims gigabytes (what a few MB of deflated zeros can hold) is refused from its
+    header: the server never allocates it."""
+    from .test_bad_input import _claiming
+
+    volume = np.zeros((4, 32, 40), np.uint8)
+    box = np.array([[2, 2, 0, 30, 30, 3]])
+    for key, shape, descr, words in [
+            ("gts", (10**4,) * 3, "|u1", "gts is (10000, 10000, 10000) but imgs is (4, 32, 40): images and labels on "
+                                         "different grids"),
+            ("spacing", (10**9,), "<f8", "spacing has shape (1000000000,); expected 2 or 3 values (mm)"),
+            ("boxes", (10**9, 6), "<i8", "boxes has shape (1000000000, 6): more than the 65,535 boxes a label map can "
+                                         "hold (uint16); not loaded")]:
+        arrays = {"imgs": volume} if key == "boxes" else {"imgs": volume, "boxes": box}
+        _claiming(tmp_path / "case.npz", arrays, key, shape, descr)
+        upload = ("3DBox_claims.npz", (tmp_path / "case.npz").read_bytes())
+        _refused(client.post("/v1/images", files={"file": upload}), 422, words)
+        _refused(client.post("/upload/", files={"file": upload}), 422, words)  # FastMedSAM
+    assert list(client.app.state.service.store.incoming.iterdir()) == []
+
+
 def test_a_2d_npz_without_boxes_is_an_image_to_prompt(client):
     with np.load(DEMO_2D) as data:
         image, boxes = data["imgs"], data["boxes"]

@@ -64,9 +64,15 @@ def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
 def check_label_map(labels: np.ndarray, grid: tuple[int, ...], name: str) -> np.ndarray:
     """A label map that must lie on the image's ``grid`` (a challenge ``gts``) -> its ``integer_labels``; CaseError
     naming ``name`` for another grid or other values."""
-    if labels.shape != tuple(grid):
-        raise CaseError(f"{name} is {labels.shape} but imgs is {tuple(grid)}: images and labels on different grids")
+    check_grid(labels.shape, grid, name)
     return integer_labels(labels, name)
+
+
+def check_grid(shape: tuple[int, ...], grid: tuple[int, ...], name: str) -> None:
+    """CaseError naming ``name`` unless a label map of ``shape`` lies on the image's ``grid`` (also from its .npy
+    header alone, before it is read)."""
+    if tuple(shape) != tuple(grid):
+        raise CaseError(f"{name} is {tuple(shape)} but imgs is {tuple(grid)}: images and labels on different grids")
 
 
 def check_spacing(raw: np.ndarray, lengths: tuple[int, ...] = (3,)) -> tuple[float, ...]:
@@ -87,6 +93,11 @@ def is_3d_name(name: str) -> bool:
     return name.startswith("3D")
 
 
+def too_many_boxes(shape: tuple[int, ...]) -> str:
+    """The words for boxes of ``shape`` that are more than a label map can tell apart."""
+    return f"boxes has shape {tuple(shape)}: more than the {MAX_LABEL:,} boxes a label map can hold (uint16)"
+
+
 def check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) -> tuple[np.ndarray, list[str]]:
     """(N, 4|6) boxes against the image: int64, clipped to it (with a warning); CaseError for a box that is
     inverted, empty, or lies wholly outside."""
@@ -95,6 +106,8 @@ def check_boxes(boxes: np.ndarray, image_shape: tuple[int, ...], is_3d: bool) ->
         return np.zeros((0, width), dtype=np.int64), []
     if boxes.ndim != 2 or boxes.shape[1] != width:
         raise CaseError(f"boxes has shape {boxes.shape}; expected (N, {width})")
+    if len(boxes) > MAX_LABEL:
+        raise CaseError(too_many_boxes(boxes.shape))
     if not (np.issubdtype(boxes.dtype, np.integer) or np.issubdtype(boxes.dtype, np.floating)):
         raise CaseError(f"boxes has dtype {boxes.dtype}; expected integers")
     if not np.all(np.isfinite(boxes)):

@@ -8,13 +8,15 @@ layout (``layout2025``): a list of box dicts that start at their own ``z_mid``, 
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from medsam_lite.core.case import Case, CaseError, check_boxes, is_3d_name
+from medsam_lite.core.case import MAX_LABEL, Case, CaseError, check_boxes, is_3d_name, too_many_boxes
 from medsam_lite.io.layout2025 import UnsafePickle, boxes_from_dicts, read_object_array
+from medsam_lite.io.npy_header import ArrayHeader, read_npz_headers
 
 
 ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first member, or an empty archive
@@ -58,8 +60,13 @@ def _read_arrays(path: Path, is_3d: bool, require_boxes: bool) -> tuple[dict[str
         if missing:
             raise CaseError(f"missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
         arrays = {}
+        headers = read_npz_headers(path, ("imgs", "boxes", "prev_pred"))
         for key in ("imgs", "boxes", "prev_pred"):
             if key not in data.files:
+                continue
+            stand_in = _not_to_load(key, headers, is_3d)
+            if stand_in is not None:
+                arrays[key] = stand_in
                 continue
             try:
                 arrays[key] = data[key]
@@ -71,6 +78,23 @@ def _read_arrays(path: Path, is_3d: bool, require_boxes: bool) -> tuple[dict[str
                 else:
                     raise CaseError(f"cannot read as .npz (truncated or corrupt member): {exc}") from exc
         return arrays, list(data.files)
+
+
+def _not_to_load(key: str, headers: dict[str, ArrayHeader], is_3d: bool) -> np.ndarray | None:
+    """What stands in for an array that its header shows is not to be read (a few MB of zeros in a file can
+    claim gigabytes): CaseError for more boxes than a label map holds; for a ``prev_pred`` off the image's grid,
+    which is never used, an array of its shape and dtype that takes no memory. None: read it."""
+    header = headers.get(key)
+    if header is None or header.dtype.hasobject:
+        return None
+    if key == "boxes" and math.prod(header.shape) > MAX_LABEL * 6:
+        raise CaseError(too_many_boxes(header.shape) + "; not loaded")
+    image = headers.get("imgs")
+    if key == "prev_pred" and image is not None:
+        grid = image.shape if is_3d else image.shape[:2]
+        if header.shape != tuple(grid):
+            return np.broadcast_to(np.zeros((), header.dtype), header.shape)
+    return None
 
 
 def _read_pickled_boxes(path: Path) -> np.ndarray:

@@ -62,11 +62,18 @@ def _check_plain(value, depth: int = 0) -> None:
     raise UnsafePickle(f"it holds a {type(value).__name__}")
 
 
+MAX_OBJECT_BYTES = 64 << 20  # an object array's pickle as stored: 65,535 box dicts take about 10 MB
+
+
 def read_object_array(path: str | Path, name: str) -> np.ndarray:
     """The object array ``name`` of the .npz at ``path``, unpickled with only plain values admitted.
 
     Raises UnsafePickle (a ValueError) for anything else, and ValueError for a malformed member."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as handle:
+        size = archive.getinfo(f"{name}.npy").file_size
+        if size > MAX_OBJECT_BYTES:  # a pickle of repeated references unpacks far beyond its few compressed MB
+            raise ValueError(f"{name} unpacks to {size / 2**20:,.0f} MiB, more than the {MAX_OBJECT_BYTES >> 20} MiB "
+                             f"a list of boxes needs; not loaded")
         _, dtype = read_npy_header(handle)
         if not dtype.hasobject:
             raise ValueError(f"{name} is not an object array")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medsam_lite.core.case import Case, CaseError, check_label_map, check_spacing
+from medsam_lite.core.case import Case, CaseError, check_grid, check_label_map, check_spacing
 from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
 from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
@@ -120,8 +121,15 @@ def read_case_npz(path: Path, client_name: str | None, max_pixels: int, require_
 def _spacing_and_gts(path: Path, name: str, case: Case) -> tuple[list[float] | None, np.ndarray | None]:
     """A stored npz's ``spacing`` (mm) and ``gts`` (integer labels on the image's grid), each None where absent;
     422 naming the file for one that is no spacing or no such label map."""
+    from medsam_lite.io.npy_header import read_npz_headers
+
     grid = case.image.shape if case.is_3d else case.image.shape[:2]
     try:
+        headers = read_npz_headers(path, ("spacing", "gts"))  # a few MB of zeros can claim gigabytes: not loaded
+        if "gts" in headers:
+            check_grid(headers["gts"].shape, grid, "gts")
+        if "spacing" in headers and math.prod(headers["spacing"].shape) > 3:
+            raise CaseError(f"spacing has shape {headers['spacing'].shape}; expected 2 or 3 values (mm)")
         with np.load(path, allow_pickle=False) as data:
             spacing = data["spacing"] if "spacing" in data.files else None
             gts = data["gts"] if "gts" in data.files else None
