@@ -455,7 +455,11 @@ def test_bad_images_and_prompts_fail_alone(tmp_path, exports):
     write_dicom_series(images / "two_series", volume[:2], SPACING, series_uid="1.2.3.4.2", prefix="b")
     write_medical(images / "malformed.nii.gz", volume, SPACING)
     write_medical(images / "outside.nii.gz", volume, SPACING)
-    for name in ("good", "broken"):
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(images / "cut.nii"))  # uncompressed
+    for name in ("cut.nii", "cut_gz.nii.gz"):  # a copy that stopped half-way: SimpleITK read zeros for the rest
+        whole = (images / ("good.nii.gz" if name.endswith(".gz") else name)).read_bytes()
+        (images / name).write_bytes(whole[: len(whole) // 2])
+    for name in ("good", "broken", "cut", "cut_gz"):
         (prompts / f"{name}.json").write_text(json.dumps(boxes.tolist()))
     (prompts / "two_series.json").write_text(json.dumps([[*boxes[0, :2].tolist(), 0, *boxes[0, 3:5].tolist(), 2]]))
     (prompts / "malformed.json").write_text('{"boxes": [[1, 2, 3, 4, 5, 6]')
@@ -464,9 +468,13 @@ def test_bad_images_and_prompts_fail_alone(tmp_path, exports):
                   "--export-dir", exports("seeded"), "-q")
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 4, result.stderr
+    assert len(errors) == 6, result.stderr
     text = "\n".join(errors)
     assert "ERROR broken.nii.gz: cannot read as a medical image" in text
+    described = 352 + volume.size * volume.itemsize  # the header and vox_offset's padding, then the voxels
+    assert (f"ERROR cut.nii: is cut short: its header describes {described:,} bytes, the file holds {described // 2:,} "
+            "(a copy or download that stopped part-way; SimpleITK would read the missing voxels as 0)") in text
+    assert "ERROR cut_gz.nii.gz: is cut short: its header describes" in text and "gzip stream ends before its end" in text
     assert "ERROR two_series: holds 2 DICOM series: 1.2.3.4.1 (3 files), 1.2.3.4.2 (2 files); choose one with --series" in text
     assert "ERROR malformed.nii.gz: the box file malformed.json is not valid JSON" in text
     assert "ERROR outside.nii.gz: box 0 [500, 500, 0, 600, 600, 3] lies outside the image along x" in text
@@ -475,6 +483,18 @@ def test_bad_images_and_prompts_fail_alone(tmp_path, exports):
                   "1.2.3.4.1", "--modality", "raw", "--export-dir", exports("seeded"), "-q")
     assert picked.exit_code == 0, picked.stderr
     assert sitk.ReadImage(str(tmp_path / "picked/two_series.nii.gz")).GetSize() == (volume.shape[2], volume.shape[1], 3)
+
+
+def test_a_complete_nifti_in_several_gzip_members_is_read(tmp_path):
+    """The gzip trailer's length is only the last member's: a NIfTI written as two members (as `cat a.gz b.gz`
+    makes) disagrees with it, and the stream decompressed to its end shows that it is whole."""
+    import gzip
+
+    volume = np.load(DEMO_3D)["imgs"]
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "one.nii"))
+    data = (tmp_path / "one.nii").read_bytes()
+    (tmp_path / "two.nii.gz").write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]))
+    assert np.array_equal(read_image(tmp_path / "two.nii.gz").pixels, volume)
 
 
 def test_a_label_map_on_another_grid_fails_alone(tmp_path, exports):

@@ -92,6 +92,23 @@ def test_npz_side_arrays_that_claim_gigabytes_are_refused_unread(client, tmp_pat
     assert list(client.app.state.service.store.incoming.iterdir()) == []
 
 
+def test_a_medical_image_over_max_pixels_is_refused_from_its_header(client, tmp_path):
+    """A NIfTI whose header claims 1100^3 voxels (more than --max-pixels, 2**30) with almost no pixel data: 413
+    from the header, nothing decoded (the readers' own limit was 2**31 voxels, so a server run with a lower
+    --max-pixels decoded such a volume before it refused it)."""
+    import struct
+
+    import SimpleITK
+
+    path = tmp_path / "scan.nii"
+    SimpleITK.WriteImage(SimpleITK.GetImageFromArray(np.zeros((4, 8, 8), np.int16)), str(path))
+    header = bytearray(path.read_bytes())
+    header[40:56] = struct.pack("<8h", 3, 1100, 1100, 1100, 1, 1, 1, 1)  # NIfTI-1 dim[0..7]
+    reply = client.post("/v1/images", files={"file": ("scan.nii", bytes(header))})
+    _refused(reply, 413, "scan.nii: the image has 1,331,000,000 voxels (1100, 1100, 1100); more than the 1,073,741,824 "
+                         "this reads (--max-pixels)")
+
+
 def test_a_2d_npz_without_boxes_is_an_image_to_prompt(client):
     with np.load(DEMO_2D) as data:
         image, boxes = data["imgs"], data["boxes"]

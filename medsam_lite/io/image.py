@@ -16,6 +16,10 @@ class ImageError(Exception):
     """An image or prompt file that cannot be used; the message names the problem (the caller names the file)."""
 
 
+class TooLarge(ImageError):
+    """An image with more pixels or voxels than the reader was allowed, found from its header (nothing decoded)."""
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where the voxels lie, in SimpleITK's (x, y, z) order: origin and spacing in mm, direction as a

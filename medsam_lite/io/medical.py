@@ -15,7 +15,7 @@ import numpy as np
 
 from medsam_lite.core.optional import MissingDependency, missing
 from medsam_lite.core.atomic import atomic_path
-from medsam_lite.io.image import Geometry, ImageData, ImageError, case_name
+from medsam_lite.io.image import Geometry, ImageData, ImageError, TooLarge, case_name
 
 IO_EXTRA = 'pip install -e .  (SimpleITK is one of its dependencies; alone: pip install SimpleITK)'
 # Pixels a medical image may have before it is read (headers are read first): 2**31, about 8 GiB as int32.
@@ -50,10 +50,10 @@ def _modality(reader_or_image, keys) -> str | None:
     return None
 
 
-def _check_size(size: tuple[int, ...], what: str) -> None:
+def _check_size(size: tuple[int, ...], what: str, limit: int) -> None:
     voxels = int(np.prod([int(s) for s in size], dtype=object))
-    if voxels > MAX_VOXELS:
-        raise ImageError(f"{what} has {voxels:,} voxels {tuple(size)}; more than the {MAX_VOXELS:,} this reads")
+    if voxels > limit:
+        raise TooLarge(f"{what} has {voxels:,} voxels {tuple(size)}; more than the {limit:,} this reads")
 
 
 def _array(image) -> np.ndarray:
@@ -61,8 +61,9 @@ def _array(image) -> np.ndarray:
     return sitk().GetArrayFromImage(image)
 
 
-def read_medical_file(path: Path) -> ImageData:
-    """One NIfTI/NRRD/MHA/MHD/DICOM file; the header is checked before the pixels are read."""
+def read_medical_file(path: Path, max_voxels: int = MAX_VOXELS) -> ImageData:
+    """One NIfTI/NRRD/MHA/MHD/DICOM file; the header is checked (at most ``max_voxels``) before the pixels are
+    read."""
     SimpleITK = sitk()
     reader = SimpleITK.ImageFileReader()
     reader.SetFileName(str(path))
@@ -70,7 +71,11 @@ def read_medical_file(path: Path) -> ImageData:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise ImageError(f"cannot read as a medical image: {_itk_reason(exc)}") from exc
-    _check_size(reader.GetSize(), "the image")
+    _check_size(reader.GetSize(), "the image", max_voxels)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        from medsam_lite.io.nifti_length import check_nifti_length
+
+        check_nifti_length(path)
     if reader.GetDimension() not in (2, 3):
         raise ImageError(f"has {reader.GetDimension()} dimensions {reader.GetSize()}; expected a 2D or 3D image")
     try:
@@ -106,9 +111,10 @@ def is_dicom_folder(folder: Path) -> bool:
     return folder.is_dir() and bool(dicom_series(folder))
 
 
-def read_dicom_folder(folder: Path, series: str | None = None, name_from: Path | None = None) -> ImageData:
+def read_dicom_folder(folder: Path, series: str | None = None, name_from: Path | None = None,
+                      max_voxels: int = MAX_VOXELS) -> ImageData:
     """The one series in ``folder`` (or the one whose UID is ``series``); two or more without a choice is an
-    error naming them."""
+    error naming them. At most ``max_voxels``, judged from the first file's header and the file count."""
     found = dicom_series(folder)
     if not found:
         raise ImageError("holds no DICOM series")
@@ -129,7 +135,7 @@ def read_dicom_folder(folder: Path, series: str | None = None, name_from: Path |
     except RuntimeError as exc:
         raise ImageError(f"cannot read DICOM file {Path(files[0]).name}: {_itk_reason(exc)}") from exc
     size = tuple(first.GetSize())[:2] + (len(files),)
-    _check_size(size, f"DICOM series {uid}")
+    _check_size(size, f"DICOM series {uid}", max_voxels)
     reader = SimpleITK.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -169,9 +175,9 @@ def unzipped(path: Path) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_dicom_zip(path: Path, series: str | None = None) -> ImageData:
+def read_dicom_zip(path: Path, series: str | None = None, max_voxels: int = MAX_VOXELS) -> ImageData:
     with unzipped(path) as folder:
-        return read_dicom_folder(folder, series, name_from=path)
+        return read_dicom_folder(folder, series, name_from=path, max_voxels=max_voxels)
 
 
 def write_labels_medical(path: Path, labels: np.ndarray, geometry: Geometry | None) -> None:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from medsam_lite.core.atomic import write_with
-from medsam_lite.io.image import ImageData, ImageError, case_name
+from medsam_lite.io.image import ImageData, ImageError, TooLarge, case_name
 
 MAX_PIXELS = 1 << 28  # 268 megapixels, checked from the header before decoding
 
@@ -79,14 +79,14 @@ def opencv_quiet() -> Iterator[None]:
                 logging.setLogLevel(_level_before)
 
 
-def read_raster_array(path: Path) -> np.ndarray:
-    """(H, W) or (H, W, C) as stored, channels in RGB(A) order."""
+def read_raster_array(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """(H, W) or (H, W, C) as stored, channels in RGB(A) order; at most ``max_pixels`` (judged from the header)."""
     try:
         size = file_header_size(path)
     except OSError as exc:
         raise ImageError(f"cannot read: {exc}") from exc
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise ImageError(f"is {size[1]}x{size[0]} pixels; more than the {MAX_PIXELS:,} this reads")
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise TooLarge(f"is {size[1]}x{size[0]} pixels; more than the {max_pixels:,} this reads")
     with opencv_quiet():
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
@@ -94,8 +94,8 @@ def read_raster_array(path: Path) -> np.ndarray:
     return as_rgb(pixels)
 
 
-def read_raster(path: Path) -> ImageData:
-    return ImageData(case_name(path), path, read_raster_array(path), None, None, "raster")
+def read_raster(path: Path, max_pixels: int = MAX_PIXELS) -> ImageData:
+    return ImageData(case_name(path), path, read_raster_array(path, max_pixels), None, None, "raster")
 
 
 def write_labels_png(path: Path, labels: np.ndarray) -> None:

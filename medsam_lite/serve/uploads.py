@@ -23,7 +23,7 @@ import numpy as np
 from medsam_lite.core.case import Case, CaseError, check_grid, check_label_map, check_spacing
 from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
-from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, image_suffix
+from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, TooLarge, image_suffix
 from medsam_lite.io.intensity import window_for
 from medsam_lite.io.raster import as_rgb, file_header_size, header_size, opencv_quiet
 from medsam_lite.serve.store import ImageMeta
@@ -163,9 +163,11 @@ def decode_file(path: Path, suffix: str, client_name: str | None, intensity: Int
             if size is not None:
                 _check_pixels(size[0] * size[1], size, max_pixels)
         try:
-            data = read_image(typed)
+            data = read_image(typed, max_voxels=max_pixels)
         except MissingDependency as exc:
             raise UploadError(415, f"{name}: this server cannot read {suffix} files: {exc}") from exc
+        except TooLarge as exc:  # from the header: nothing decoded
+            raise UploadError(413, f"{name}: {exc} (--max-pixels)") from exc
         except (ImageError, CaseError) as exc:
             raise UploadError(422, f"{name}: {exc}") from exc
         try:
