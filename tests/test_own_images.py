@@ -169,6 +169,21 @@ def test_dicom_folder_and_zip_keep_the_geometry(tmp_path):
         assert np.array_equal(data.pixels, volume) and data.geometry.matches(want), data.geometry
 
 
+def test_a_dicom_series_with_a_slice_missing_is_refused(tmp_path):
+    """SimpleITK stacks the slices it finds as one evenly spaced volume: with one missing it averaged the spacing
+    and put every slice past the gap in the wrong place, without a word. The slice positions are checked (the
+    oblique series: along its own normal)."""
+    volume = np.load(DEMO_3D)["imgs"]
+    folder = write_dicom_series(tmp_path / "series", volume, SPACING, modality="MR")
+    sorted(folder.iterdir())[5].unlink()
+    with pytest.raises(ImageError, match=rf"DICOM series .* is not evenly spaced: slices 4 and 5 are "
+                                         rf"{2 * SPACING[2]:.3g} mm apart where the others are {SPACING[2]:.3g} mm "
+                                         r"\(a slice missing"):
+        read_image(folder)
+    with pytest.raises(ImageError, match="is not evenly spaced"):
+        read_image(zip_folder(folder, tmp_path / "series.zip"))
+
+
 def test_label_map_boxes_are_the_shared_tight_boxes(tmp_path):
     """The boxes of the shared cases are the tight boxes of their ground truth: tight_boxes reproduces them, and
     --boxes-from a NIfTI label map gives them too."""

@@ -138,12 +138,40 @@ def read_dicom_folder(folder: Path, series: str | None = None, name_from: Path |
     _check_size(size, f"DICOM series {uid}", max_voxels)
     reader = SimpleITK.ImageSeriesReader()
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for _check_even_slices
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise ImageError(f"cannot read DICOM series {uid}: {_itk_reason(exc)}") from exc
+    _check_even_slices(reader, len(files), image.GetDirection()[2::3], uid)
     modality = _modality(first.GetMetaData, set(first.GetMetaDataKeys()))
     return _image_data(name_from or folder, image, modality)
+
+
+POSITION_TAG = "0020|0032"  # Image Position (Patient): x\\y\\z of the slice's first voxel, mm
+EVEN_TOLERANCE = 0.1  # a gap may differ from the typical one by this share (scanners round positions; a missing
+# slice doubles a gap)
+
+
+def _check_even_slices(reader, count: int, normal: tuple[float, ...], uid: str) -> None:
+    """ImageError when the series' slices are not evenly spaced along ``normal``: SimpleITK stacks them as if
+    they were (a series with a slice missing read as one volume with an averaged spacing, every slice past the gap
+    in the wrong place), so the mask written would not lie on the anatomy."""
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, POSITION_TAG).split("\\")]
+                              for i in range(count)])
+    except (RuntimeError, ValueError):  # a slice without its position: nothing to check against
+        return
+    if count < 3 or positions.shape[1] != 3:
+        return
+    gaps = np.abs(np.diff(positions @ np.asarray(normal, np.float64)))
+    typical = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if typical == 0 or abs(gaps[worst] - typical) > EVEN_TOLERANCE * typical:
+        raise ImageError(f"DICOM series {uid} is not evenly spaced: slices {worst} and {worst + 1} are "
+                         f"{gaps[worst]:.3g} mm apart where the others are {typical:.3g} mm (a slice missing, or two "
+                         f"acquisitions in one series); read as one volume, the slices past it would lie in the wrong "
+                         f"place")
 
 
 def _list_series(found: list[tuple[str, list[str]]]) -> str:
