@@ -125,6 +125,19 @@ def test_pictures_read_as_pre_grey_rgb(tmp_path):
         assert np.array_equal(got, want), name
 
 
+def test_a_jpeg_cut_short_is_refused(tmp_path):
+    """libjpeg decodes what there is of a JPEG cut short and OpenCV returned the rest as grey without a word; its
+    end-of-image marker must follow its last scan (baseline and progressive alike)."""
+    picture = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    for name, flags in [("baseline.jpg", []), ("progressive.jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])]:
+        whole = cv2.imencode(".jpg", picture, flags)[1].tobytes()
+        (tmp_path / name).write_bytes(whole)
+        assert read_image(tmp_path / name).pixels.shape == (120, 160, 3)
+        (tmp_path / name).write_bytes(whole[: len(whole) * 3 // 4])
+        with pytest.raises(ImageError, match="is cut short: the JPEG ends before its end-of-image marker"):
+            read_image(tmp_path / name)
+
+
 def test_real_dicom_ct_reads_in_hounsfield_units_with_the_window(tmp_path, exports):
     """pydicom's CT_small.dcm (a real CT slice, RescaleIntercept -1024): read through SimpleITK in HU, its
     modality taken from the file, windowed as pre_CT_MR.py; segmented as a one-slice image."""

@@ -138,6 +138,16 @@ def test_samapi_odd_images_and_parameters(client):
     nan = client.post("/sam/automask/", content=json.dumps({**automask, "pred_iou_thresh": float("nan")}).encode(),
                       headers={"Content-Type": "application/json"})
     _refused(nan, 422, "pred_iou_thresh: Input should be a finite number")
+    import base64
+
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    cut = base64.b64encode(jpeg[: len(jpeg) // 2]).decode()  # OpenCV decoded it, the lower half grey
+    _refused(_qupath_post(client, "/sam/", {"b64img": cut, "bbox": [20, 20, 120, 100]}), 422,
+             "b64img is cut short: the JPEG ends before its end-of-image marker")
+    whole = _qupath_post(client, "/sam/", {"b64img": base64.b64encode(jpeg).decode(), "bbox": [20, 20, 120, 100]})
+    assert whole.status_code == 200, whole.text
 
 
 def test_fastmedsam_says_what_is_wrong_with_gts_at_upload(client):

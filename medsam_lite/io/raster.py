@@ -35,6 +35,15 @@ def header_size(head: bytes, handle=None) -> tuple[int, int] | None:
         handle.seek(length - 2, 1)
 
 
+def check_jpeg_end(data: bytes) -> None:
+    """ImageError for a JPEG cut short: libjpeg decodes what there is and OpenCV returns the rest as grey (a
+    copy or download that stopped part-way, read without a word). A whole JPEG has its end-of-image marker after
+    its last scan (entropy-coded data cannot hold FF D9: its FF bytes are stuffed)."""
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise ImageError("is cut short: the JPEG ends before its end-of-image marker (a copy or download that "
+                         "stopped part-way; the missing part would be read as grey)")
+
+
 def file_header_size(path: Path) -> tuple[int, int] | None:
     """``header_size`` of a file."""
     with open(path, "rb") as handle:
@@ -87,8 +96,13 @@ def read_raster_array(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(f"cannot read: {exc}") from exc
     if size is not None and size[0] * size[1] > max_pixels:
         raise TooLarge(f"is {size[1]}x{size[0]} pixels; more than the {max_pixels:,} this reads")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc}") from exc
+    check_jpeg_end(data)
     with opencv_quiet():
-        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError("cannot read as an image (not a PNG/JPEG/BMP/TIFF file, truncated, or unsupported)")
     return as_rgb(pixels)

@@ -25,7 +25,7 @@ from medsam_lite.io.challenge import load_case
 from medsam_lite.core.optional import MissingDependency
 from medsam_lite.io.image import IMAGE_SUFFIXES, ImageError, TooLarge, image_suffix
 from medsam_lite.io.intensity import window_for
-from medsam_lite.io.raster import as_rgb, file_header_size, header_size, opencv_quiet
+from medsam_lite.io.raster import as_rgb, check_jpeg_end, file_header_size, header_size, opencv_quiet
 from medsam_lite.serve.store import ImageMeta
 
 
@@ -215,6 +215,10 @@ def decode_b64_picture(text: str, max_pixels: int) -> np.ndarray:
     if size is None:
         raise UploadError(415, "b64img is not a PNG or JPEG image")
     _check_pixels(size[0] * size[1], size, max_pixels)
+    try:
+        check_jpeg_end(raw)
+    except ImageError as exc:
+        raise UploadError(422, f"b64img {exc}") from exc
     with opencv_quiet():
         pixels = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
