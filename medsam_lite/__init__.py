@@ -1,6 +1,6 @@
 """medsam-lite: exact, fast CPU inference of LiteMedSAM. ``from medsam_lite import Predictor`` (and
-``segment_npz``, ``segment_folder``, ``to_uint8``; ``finetune`` with ``FinetuneConfig``) is the Python API, imported only
-when first used, so that ``import medsam_lite`` stays cheap for the command line."""
+``segment_npz``, ``segment_folder``, ``to_uint8``; ``finetune`` with ``FinetuneConfig``) is the Python API,
+imported only when first used, so that ``import medsam_lite`` stays cheap for the command line."""
 
 from medsam_lite.core.lazy import lazy_exports
 

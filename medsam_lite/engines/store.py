@@ -103,7 +103,6 @@ def ensure_export(checkpoint: Path, digest: str, say: Callable[[str], None] | No
     return target
 
 
-
 def _making(checkpoint: Path, target: Path) -> str:
     """The line that says an export is being made, and why again where there was one."""
     try:

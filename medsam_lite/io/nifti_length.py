@@ -55,8 +55,11 @@ def check_nifti_length(path: Path) -> None:
     """ImageError when the NIfTI file at ``path`` holds fewer bytes than its header describes."""
     compressed = path.name.lower().endswith(".gz")
     with open(path, "rb") as raw:
-        head = gzip.GzipFile(fileobj=raw).read(540) if compressed else raw.read(540)
-        described = _described_bytes(head)
+        try:
+            head = gzip.GzipFile(fileobj=raw).read(540) if compressed else raw.read(540)
+            described = _described_bytes(head)
+        except (OSError, EOFError, zlib.error, ValueError, OverflowError):  # SimpleITK says what is wrong with it
+            return
         if described is None:
             return
         if not compressed:
