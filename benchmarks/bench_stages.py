@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_lite.engines.openvino_import import import_openvino
-from medsam_lite.engines.cpu import cpu_flags, cpu_name
+from medsam_lite.engines.cpu import cpu_features, cpu_name
 
 
 def _bench_predict():
@@ -48,13 +48,6 @@ _BENCH_PREDICT = _bench_predict()
 run_once, mode_args = _BENCH_PREDICT.run_once, _BENCH_PREDICT.mode_args
 
 STAGES = ("startup", "load", "preprocess", "encoder", "decoder", "postprocess", "write")
-
-
-def cpu_features() -> str:
-    """The instruction sets that decide OpenVINO's kernels (AVX2 .. AMX) this CPU has."""
-    flags = cpu_flags()
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
-    return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
 def _op_gflop(model) -> dict[str, float]:
@@ -252,7 +245,7 @@ def main() -> int:
     cases = sorted(p for p in (args.shared / "cases" / "imgs").glob("*.npz") if any(o in p.name for o in args.only))
     checkpoint = args.shared / "checkpoints" / args.checkpoint
     run_args = mode_args("openvino", args.export_dir, Path(tempfile.gettempdir()))
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; OpenVINO fp32, fresh process per case, best of {args.repeat}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs ({cpu_features()}); OpenVINO fp32, fresh process per case, best of {args.repeat}")
 
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp, "2DBox_empty_startup.npz")

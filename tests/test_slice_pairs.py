@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from medsam_lite.cli import main
 from medsam_lite.core.preprocess import image_to_model_input
 from medsam_lite.engines.cpu import cpu_name, pair_rule
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
@@ -97,3 +99,20 @@ def test_pairs_run_only_on_the_cpu_kinds_where_they_were_measured_to_pay(ov_engi
         ["AMD Zen 4", "AMD Zen 5", "other", "AMX"]
     assert cpu_name(zen5) == "AMD EPYC (family 26 model 2)" and cpu_name("model name\t: Apple M2\n") == "Apple M2"
     assert ov_engines("seeded").slice_pairs is pair_rule().pairs  # this machine's own kind decides
+
+
+def test_check_names_the_cpu_its_instruction_sets_and_what_its_kind_runs(exports):
+    """`medsam-lite check`'s last line: what a report of speed or of a difference needs to say about the CPU."""
+    import os
+
+    from medsam_lite.cli.check import cpu_line
+
+    zen4 = cpuinfo("AuthenticAMD", 25, 17, "avx512f avx512_bf16 avx512_vnni")
+    xeon = cpuinfo("GenuineIntel", 6, 143, "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8")
+    assert cpu_line(zen4) == (f"cpu: AMD EPYC (family 25 model 17), {os.cpu_count()} logical CPUs (avx2 avx512f "
+                              "avx512_vnni avx512_bf16); a volume's slices in pairs (AMD Zen 4 (family 25 with "
+                              "AVX-512)); --precision fast runs f32 (AVX512-BF16 without AMX)")
+    assert cpu_line(xeon).endswith("(avx2 avx512f avx512_bf16 amx_bf16 amx_int8); a volume's slices one at a time "
+                                   "(AMX (amx_bf16)); --precision fast runs f32 (AMX (amx_bf16, amx_int8))")
+    done = CliRunner().invoke(main, ["check", "--export-dir", str(exports("seeded")), "--engine", "openvino"])
+    assert done.exit_code == 0 and done.stdout.splitlines()[-1] == cpu_line(), done.stdout

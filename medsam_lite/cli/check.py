@@ -29,3 +29,18 @@ def check(checkpoint: Path | None, engine: str, export_dir: Path | None, precisi
     compile_prompt_decoder(choice.engine)
     engine_ready(choice)
     click.echo(f"{choice.description} ready in {time.perf_counter() - start:.2f} s")
+    click.echo(cpu_line())
+
+
+def cpu_line(cpuinfo: str | None = None) -> str:
+    """This CPU (or ``cpuinfo``, a /proc/cpuinfo text), its instruction sets and the two choices made by its kind
+    (README, 'The exact path' and 'Precision modes'): worth quoting in a report of speed or of a difference."""
+    import os
+
+    from medsam_lite.engines.cpu import cpu_features, cpu_flags, cpu_name, pair_rule
+    from medsam_lite.engines.precision import fast_rule
+
+    pairs, fast = pair_rule(cpuinfo), fast_rule(cpu_flags(cpuinfo))
+    return (f"cpu: {cpu_name(cpuinfo)}, {os.cpu_count()} logical CPUs ({cpu_features(cpuinfo)}); a volume's slices "
+            f"{'in pairs' if pairs.pairs else 'one at a time'} ({pairs.kind}); --precision fast runs {fast.mode} "
+            f"({fast.kind})")

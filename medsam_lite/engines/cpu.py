@@ -41,6 +41,14 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset((cpuinfo_field("flags", cpuinfo) or "").split())
 
 
+def cpu_features(cpuinfo: str | None = None) -> str:
+    """The instruction sets that decide OpenVINO's kernels (AVX2 .. AMX) this CPU has, e.g. 'avx2 avx512f
+    avx512_vnni avx512_bf16'."""
+    flags = cpu_flags(cpuinfo)
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    return " ".join(f for f in wanted if f in flags) or "no AVX2"
+
+
 @dataclass(frozen=True)
 class PairRule:
     """Whether a volume's slices go two side by side on one kind of CPU, and the measurement that decided it."""
