@@ -515,7 +515,8 @@ def test_bad_images_and_prompts_fail_alone(tmp_path, exports):
 
 def test_a_complete_nifti_in_several_gzip_members_is_read(tmp_path):
     """The gzip trailer's length is only the last member's: a NIfTI written as two members (as `cat a.gz b.gz`
-    makes) disagrees with it, and the stream decompressed to its end shows that it is whole."""
+    makes) disagrees with it, and the stream decompressed to its end shows that it is whole. A big-endian header
+    is read in its own byte order."""
     import gzip
 
     volume = np.load(DEMO_3D)["imgs"]
@@ -523,6 +524,16 @@ def test_a_complete_nifti_in_several_gzip_members_is_read(tmp_path):
     data = (tmp_path / "one.nii").read_bytes()
     (tmp_path / "two.nii.gz").write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]))
     assert np.array_equal(read_image(tmp_path / "two.nii.gz").pixels, volume)
+    import nibabel
+
+    big_endian = tmp_path / "big_endian.nii"  # the header's own byte order (nibabel writes it; SimpleITK reads it)
+    nibabel.save(nibabel.Nifti1Image(volume.T, np.eye(4), nibabel.Nifti1Header(endianness=">")), big_endian)
+    assert np.array_equal(read_image(big_endian).pixels, volume)
+    whole = big_endian.read_bytes()
+    big_endian.write_bytes(whole[:-1000])
+    with pytest.raises(ImageError, match=f"is cut short: its header describes {len(whole):,} bytes, the file holds "
+                                         f"{len(whole) - 1000:,}"):
+        read_image(big_endian)
 
 
 def test_a_label_map_on_another_grid_fails_alone(tmp_path, exports):
