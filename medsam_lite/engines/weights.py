@@ -96,10 +96,10 @@ def find_checkpoint(checkpoint: str | os.PathLike[str] | None = None) -> Path | 
         return named
     if DEFAULT_CHECKPOINT.is_file():
         return DEFAULT_CHECKPOINT
-    return cached_checkpoint() if cached_checkpoint().is_file() and _cache_damage() is None else None
+    return cached_checkpoint() if cached_checkpoint().is_file() and cache_damage() is None else None
 
 
-def _cache_damage() -> str | None:
+def cache_damage() -> str | None:
     """What is wrong with the cached official weights where their length is not the official one (only a fetch,
     verified, writes there: a disk or copy cut short did), else None; such a file counts as absent."""
     size = cached_checkpoint().stat().st_size if cached_checkpoint().is_file() else OFFICIAL_SIZE
@@ -115,7 +115,7 @@ def checkpoint_or_fetch(checkpoint: str | os.PathLike[str] | None = None, allow_
     found = find_checkpoint(checkpoint)
     if found is not None:
         return found
-    damage = _cache_damage()
+    damage = cache_damage()
     if not allow_fetch or offline():
         looked = f"looked at {DEFAULT_CHECKPOINT}, and {damage}" if damage else \
             f"looked at {DEFAULT_CHECKPOINT} and {cached_checkpoint()}"
