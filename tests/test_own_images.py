@@ -182,6 +182,26 @@ def test_dicom_folder_and_zip_keep_the_geometry(tmp_path):
         assert np.array_equal(data.pixels, volume) and data.geometry.matches(want), data.geometry
 
 
+def test_a_metaimage_cut_short_says_so(tmp_path):
+    """SimpleITK refused a MetaImage cut short with 'Reason: No such file or directory' (for a file that is
+    there): its header's length is compared with the data's, in the .mha or the .mhd's data file."""
+    volume = np.load(DEMO_3D)["imgs"].astype(np.int16)
+    for name, compressed in [("plain.mha", False), ("packed.mha", True), ("pair.mhd", False)]:
+        path = tmp_path / name
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(path), useCompression=compressed)
+        assert np.array_equal(read_image(path).pixels, volume)
+        data = tmp_path / "pair.raw" if name.endswith(".mhd") else path
+        whole = data.read_bytes()
+        data.write_bytes(whole[:-100])
+        where = "its data file pair.raw" if name.endswith(".mhd") else "the file"
+        with pytest.raises(ImageError, match=rf"is cut short: its header describes [0-9,]+ bytes of "
+                                             rf"{'compressed ' if compressed else ''}data, {where} holds"):
+            read_image(path)
+    (tmp_path / "pair.raw").unlink()
+    with pytest.raises(ImageError, match="its data file pair.raw \\(ElementDataFile\\) is missing beside it"):
+        read_image(tmp_path / "pair.mhd")
+
+
 def test_a_dicom_series_with_a_slice_missing_is_refused(tmp_path):
     """SimpleITK stacks the slices it finds as one evenly spaced volume: with one missing it averaged the spacing
     and put every slice past the gap in the wrong place, without a word. The slice positions are checked (the

@@ -76,6 +76,10 @@ def read_medical_file(path: Path, max_voxels: int = MAX_VOXELS) -> ImageData:
         from medsam_lite.io.nifti_length import check_nifti_length
 
         check_nifti_length(path)
+    elif path.name.lower().endswith((".mha", ".mhd")):
+        from medsam_lite.io.metaimage_length import check_metaimage_length
+
+        check_metaimage_length(path)
     if reader.GetDimension() not in (2, 3):
         raise ImageError(f"has {reader.GetDimension()} dimensions {reader.GetSize()}; expected a 2D or 3D image")
     try:
