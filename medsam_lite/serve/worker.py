@@ -61,15 +61,13 @@ class InferenceWorker:
             raise Busy(f"the inference queue is full ({self._jobs.maxsize} waiting)") from None
         return future
 
-    async def run(self, fn: Callable[..., Any], *args: Any, client=None) -> Any:
+    async def run(self, fn: Callable[..., Any], *args: Any, client) -> Any:
         """Run ``fn(*args)`` on the worker. ``client``: the request asking (a Starlette ``Request``); when its
         connection closes before the reply, a job not started is skipped and one under way stops before its next
         engine pass (a 3D Slicer user who cancels, a page closed during a propagation or a whole case), and
         ClientGone is raised here."""
         stop = threading.Event()
         waiting = asyncio.wrap_future(self.submit(fn, *args, stop=stop))
-        if client is None:
-            return await waiting
         while True:
             done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
             if done:
