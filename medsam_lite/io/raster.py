@@ -2,6 +2,7 @@
 RGB order), and label maps written as PNG."""
 from __future__ import annotations
 
+import io
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,15 +92,12 @@ def opencv_quiet() -> Iterator[None]:
 def read_raster_array(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """(H, W) or (H, W, C) as stored, channels in RGB(A) order; at most ``max_pixels`` (judged from the header)."""
     try:
-        size = file_header_size(path)
+        data = Path(path).read_bytes()  # read once: the header's size, the JPEG's end and the decoder take it
     except OSError as exc:
         raise ImageError(f"cannot read: {exc}") from exc
+    size = header_size(data[:32], io.BytesIO(data))
     if size is not None and size[0] * size[1] > max_pixels:
         raise TooLarge(f"is {size[1]}x{size[0]} pixels; more than the {max_pixels:,} this reads")
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc}") from exc
     check_jpeg_end(data)
     with opencv_quiet():
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
