@@ -82,6 +82,27 @@ def test_fast_in_predict_is_said_and_written_and_gives_its_modes_masks(tmp_path,
     assert all(np.array_equal(fast[k], named[k]) for k in fast)  # the mode it names, bit for bit
 
 
+def test_bf16_is_the_encoder_alone(exports, tmp_path):
+    """The decoder's parts run f32 whatever the precision (bf16 there cost the fundus case 0.41 -> 0.14): given
+    one embedding, a bf16 engine's box and point logits are the f32 engine's bit for bit."""
+    from medsam_lite.core.preprocess import image_to_model_input
+    from medsam_lite.engines.openvino_engine import OpenVINOEngine
+    from medsam_lite.io.challenge import load_case
+
+    case = load_case(DEMO / "imgs/2DBox_Synthetic_ellipses.npz")
+    export = tmp_path / "export"
+    shutil.copytree(exports("seeded"), export)
+    exact, bf16 = OpenVINOEngine(export), OpenVINOEngine(export, precision="bf16")
+    embedding = exact.encode(image_to_model_input(case.image)[0])
+    boxes = case.boxes.astype(np.float32)[:, :4] * (256 / max(case.image.shape[:2]))
+    assert np.array_equal(bf16.logits(embedding, boxes), exact.logits(embedding, boxes))
+    points, labels = np.array([[60.0, 70.0], [150.0, 40.0]]), np.array([1.0, 0.0])
+    for got, want in zip(bf16.prompt_logits(embedding, points, labels), exact.prompt_logits(embedding, points, labels)):
+        assert np.array_equal(got, want)
+    if "avx512_bf16" in cpu_flags():  # the encoder itself does run bf16
+        assert not np.array_equal(bf16.encode(image_to_model_input(case.image)[0]), embedding)
+
+
 def test_a_rule_naming_bf16_runs_bf16(monkeypatch, exports, tmp_path):
     """Were bf16 ever measured to meet the bar, `fast` would run the bf16 engine: same embedding as bf16 named."""
     from medsam_lite.engines.openvino_engine import OpenVINOEngine
