@@ -6,7 +6,8 @@ case more than 0.03 below fp32 in DSC).
 
 Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) and a fixed sample of
 ``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
-(OpenVINO's inference precision hint), ``int8`` (the export's int8 encoder: ``medsam-lite export --int8 DIR``).
+(the encoder under OpenVINO's bf16 inference precision hint, the decoder f32), ``int8`` (the export's int8 encoder: ``medsam-lite export --int8 DIR``), and ``noiseLEVEL``
+(``noise0.04``: f32 with seeded random noise of 4 % of each embedding's norm, how sensitive each case is).
 
     python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8] [--hippocampus 10]
     python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it
@@ -23,6 +24,7 @@ import math
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +44,24 @@ def _sibling(name: str):
     return module
 
 
-def encoder_ms(engine, passes: int = 8) -> float:
-    """Median ms of one encoder pass on a real-looking input (a shared 2D case), after one warm-up pass."""
+def encoder_ms(engines: dict, rounds: int = 20) -> dict[str, float]:
+    """Median ms of one encoder pass per mode on a real input (a shared 2D case), the modes' passes interleaved
+    (one of each per round, after one warm-up each): on the 2-core AMD EPYC Zen 5 a pass varies by 10-20 % from
+    minute to minute, and modes timed one after the other took that spread for a difference between them (bf16
+    x1.66 in one run, x2.29 in another)."""
     from medsam_lite.core.preprocess import image_to_model_input
 
     image = np.load(sorted((SHARED / "cases_mm" / "imgs").glob("*.npz"))[0])["imgs"]
     model_in = image_to_model_input(image)[0]
-    engine.encode(model_in)
-    times = []
-    for _ in range(passes):
-        start = time.perf_counter()
+    times: dict[str, list[float]] = {mode: [] for mode in engines}
+    for engine in engines.values():
         engine.encode(model_in)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    for _ in range(rounds):
+        for mode, engine in engines.items():
+            start = time.perf_counter()
+            engine.encode(model_in)
+            times[mode].append(time.perf_counter() - start)
+    return {mode: 1000 * float(np.median(t)) for mode, t in times.items()}
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,14 +71,38 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(((a == b) & either).sum() / total)
 
 
+class NoisyEmbeddings:
+    """The f32 engine with Gaussian noise added to every embedding, ``level`` times the embedding's norm, seeded by
+    the encoder's input (mode ``noiseLEVEL``, e.g. ``noise0.04``): how far each case's masks move under an
+    encoder error of a given size that has no structure, beside a mode's error of the same size that has one."""
+
+    def __init__(self, engine, level: float) -> None:
+        self.engine, self.level = engine, level
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    def _noisy(self, image: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+        noise = np.random.default_rng(zlib.crc32(image.tobytes())).standard_normal(embedding.shape, np.float32)
+        return embedding + noise * (self.level * np.linalg.norm(embedding) / np.linalg.norm(noise))
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        return self._noisy(image, self.engine.encode(image))
+
+    def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self._noisy(i, e) for i, e in zip((first, second), self.engine.encode_pair(first, second)))
+
+
 def run_mode(mode: str, export: Path, folders: list[tuple[str, Path, list[Path]]], out: Path) -> dict:
-    choice = create_engine("openvino", None, export, mode)
+    noise = float(mode.removeprefix("noise")) if mode.startswith("noise") else None
+    choice = create_engine("openvino", None, export, "f32" if noise is not None else mode)
     choice.engine.ready()
-    result = {"encoder_ms": encoder_ms(choice.engine), "cases": {}}
+    engine = choice.engine if noise is None else NoisyEmbeddings(choice.engine, noise)
+    result = {"engine": engine, "cases": {}}
     for name, folder, cases in folders:
         segs = out / mode / name
         segs.mkdir(parents=True)
-        for case in run_folder(choice.engine, cases, segs, overwrite=True):
+        for case in run_folder(engine, cases, segs, overwrite=True):
             row = evaluate_case(case.case, segs, folder / "gts")
             result["cases"][(name, case.case)] = (row.dsc, row.nsd, case.seconds, segs / case.case)
             print(f"{mode} {name}/{case.case}: DSC {row.dsc:.4f} NSD {row.nsd:.4f} ({case.seconds:.1f} s)",
@@ -154,6 +185,8 @@ def main() -> None:
     modes = ["f32"] + [m for m in args.modes if m != "f32"]
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as scratch:
         runs = {mode: run_mode(mode, args.export_dir, folders, Path(scratch)) for mode in modes}
+        for mode, ms in encoder_ms({mode: run["engine"] for mode, run in runs.items()}).items():
+            runs[mode]["encoder_ms"] = ms
         base = runs["f32"]
         print(f"# {stages.cpu_name()} ({stages.cpu_features()}); official weights; {len(base['cases'])} labelled cases")
         head = "| case | modality | f32 DSC | f32 NSD | " + " | ".join(
