@@ -159,7 +159,8 @@ def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int |
 
 def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, background: bool) -> EngineChoice:
     if engine.precision != "f32":
-        notes.append(f"--precision {engine.precision} is approximate: masks may differ from the official fp32 model")
+        notes.append(f"--precision {engine.precision} is approximate (the image encoder in {engine.precision}, the decoder "
+                     f"f32): masks may differ from the official fp32 model")
     if not background:
         engine.ready()
     return EngineChoice(engine, f"openvino {engine.precision_label} engine ({folder})", notes, digest)
