@@ -184,7 +184,8 @@ def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path, checkpoint_
                                            "--export-dir", export_dir, "--precision", precision, "-q",
                                            "--checkpoint", checkpoint_path(which)])
         assert result.exit_code == 0, result.stderr
-        assert f"--precision {precision} is approximate (the image encoder in {precision}, the decoder f32)" in result.stderr
+        said = f"--precision {precision} is approximate (the image encoder in {precision}, the decoder f32)"
+        assert said in result.stderr
 
 
 def test_runtime_requirements_are_what_the_runtime_path_imports():

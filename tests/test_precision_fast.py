@@ -85,7 +85,7 @@ def test_fast_in_predict_is_said_and_written_and_gives_its_modes_masks(tmp_path,
 def test_bf16_is_the_encoder_alone(exports, tmp_path):
     """The decoder's parts run f32 whatever the precision (bf16 there cost the fundus case 0.41 -> 0.14): given
     one embedding, a bf16 engine's box and point logits are the f32 engine's bit for bit."""
-    from medsam_lite.core.preprocess import image_to_model_input
+    from medsam_lite.core.preprocess import box_to_256, image_to_model_input
     from medsam_lite.engines.openvino_engine import OpenVINOEngine
     from medsam_lite.io.challenge import load_case
 
@@ -94,7 +94,7 @@ def test_bf16_is_the_encoder_alone(exports, tmp_path):
     shutil.copytree(exports("seeded"), export)
     exact, bf16 = OpenVINOEngine(export), OpenVINOEngine(export, precision="bf16")
     embedding = exact.encode(image_to_model_input(case.image)[0])
-    boxes = case.boxes.astype(np.float32)[:, :4] * (256 / max(case.image.shape[:2]))
+    boxes = box_to_256(case.boxes, case.image.shape[:2]).astype(np.float32)
     assert np.array_equal(bf16.logits(embedding, boxes), exact.logits(embedding, boxes))
     points, labels = np.array([[60.0, 70.0], [150.0, 40.0]]), np.array([1.0, 0.0])
     for got, want in zip(bf16.prompt_logits(embedding, points, labels), exact.prompt_logits(embedding, points, labels)):

@@ -2,9 +2,9 @@
 ``bf16`` (the encoder under OpenVINO's bf16 inference precision hint) and ``int8`` (the export's NNCF encoder) are
 approximate; the decoder runs f32 in every mode. ``fast`` is the fastest mode measured to meet the accuracy bar
 below on this kind of CPU (official weights, every labelled real case of the shared fixtures,
-``benchmarks/bench_precision.py``). The kind is told by the
-instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode
-meets the bar on any kind measured, so ``fast`` runs f32 everywhere and says why in the log and the timing CSV.
+``benchmarks/bench_precision.py``). The kind is told by the instruction sets that decide OpenVINO's kernels; a
+kind never measured gets f32. Today no approximate mode meets the bar on any kind measured, so ``fast`` runs f32
+everywhere and says why in the log and the timing CSV.
 """
 from __future__ import annotations
 
