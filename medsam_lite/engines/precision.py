@@ -42,8 +42,9 @@ class FastRule:
 # OpenVINO runs a bf16 hint in f32), and their accuracy cost is the model's own, not the CPU's.
 FAST_RULES = (
     FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
-             "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases: bf16 x2.57 but mean DSC -0.0133, worst case "
-             "-0.276; int8 x2.11 but mean DSC -0.0070, worst -0.108; NNCF accuracy-aware int8 stalls at -0.007 "
+             "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases: bf16 with the decoder in bf16 too x2.57 but mean "
+             "DSC -0.0133, worst case -0.276 (the encoder alone not measured there; on the Zen 5 its worst case is "
+             "-0.058); int8 x2.11 but mean DSC -0.0070, worst -0.108; NNCF accuracy-aware int8 stalls at -0.007 "
              "and x1.45"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
              "2-core AMD EPYC Zen 5, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: bf16 (the encoder) "
