@@ -159,8 +159,10 @@ def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int |
 
 def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, background: bool) -> EngineChoice:
     if engine.precision != "f32":
-        notes.append(f"--precision {engine.precision} is approximate (the image encoder in {engine.precision}, the decoder "
-                     f"f32): masks may differ from the official fp32 model")
+        encoder = {"bf16": "the image encoder in bf16",
+                   "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units"}
+        notes.append(f"--precision {engine.precision} is approximate ({encoder[engine.precision]}, the decoder f32): "
+                     f"masks may differ from the official fp32 model")
     if not background:
         engine.ready()
     return EngineChoice(engine, f"openvino {engine.precision_label} engine ({folder})", notes, digest)

@@ -60,6 +60,9 @@ class Manifest:
     encoder_max_abs_diff: float
     decoder_max_abs_diff: float
     int8_encoder: bool = False
+    # the int8 encoder quantises the linears alone (batch.int8); False: every layer, as `export --int8` did before
+    # 2026-12-05 (CT lesion 000010 -0.16 DSC), which the engine refuses
+    int8_linears_only: bool = False
     format: int = MANIFEST_FORMAT
     # bytes of each IR file as written; read_manifest compares them, so that a copy or a disk cut short (a file
     # of the right name and the wrong length) is found before OpenVINO reads it. {} in exports made before it.

@@ -28,11 +28,12 @@ ov = import_openvino()
 
 
 def compile_config(precision: str, threads: int | None) -> dict:
-    """CPU plugin settings: latency mode, one stream, f32 unless bf16 was asked for explicitly."""
+    """CPU plugin settings: latency mode, one stream, f32 unless bf16 or int8 was asked for explicitly (int8: the
+    int8 encoder's linears in int8, its other layers under the bf16 hint; batch.int8 says why)."""
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
-        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8") else "f32",
     }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
@@ -93,6 +94,9 @@ class OpenVINOEngine:
             raise ExportError(f"no OpenVINO export in {self.export_dir}; run `medsam-lite export --checkpoint PATH`")
         if precision == "int8" and not manifest.int8_encoder:
             raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run `medsam-lite export --int8`")
+        if precision == "int8" and not manifest.int8_linears_only:
+            raise ExportError(f"the int8 encoder in {self.export_dir} has every layer in int8 (made before 2026-12-05; "
+                              f"it loses up to 0.16 DSC on a real case); re-run `medsam-lite export --int8 CASES_DIR`")
         self.manifest = manifest
         self.precision = precision  # the mode that runs (f32, bf16, int8)
         self.precision_label = chosen.label  # the timing CSV's: the mode, "fast=" before it when fast chose it
