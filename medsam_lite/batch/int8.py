@@ -13,6 +13,7 @@ fifth of a pass.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -67,8 +68,14 @@ def export_int8_encoder(out_dir: str | os.PathLike[str], calibration_dir: str | 
     if not inputs:
         raise ValueError(f"no usable .npz cases in {calibration_dir} for int8 calibration")
     model = ov.Core().read_model(out / MODEL_FILES["encoder"])
-    quantized = nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(inputs), ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS)))
+    nncf_log = logging.getLogger("nncf")  # on stdout, one INFO line per convolution it leaves out: keep warnings
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        quantized = nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(inputs), ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS)))
+    finally:
+        nncf_log.setLevel(level)
     ov.save_model(quantized, out / MODEL_FILES["encoder_int8"], compress_to_fp16=False)
     shutil.rmtree(out / "cache-int8", ignore_errors=True)  # compiled from the int8 encoder just replaced
     manifest.int8_encoder, manifest.int8_linears_only = True, True
