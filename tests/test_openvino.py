@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -206,7 +207,8 @@ def test_int8_quantises_the_linears_alone(exports, tmp_path):
     assert manifest["int8_linears_only"] is True
     del manifest["int8_linears_only"]  # as an export made before the linears-only int8 wrote it
     (export_dir / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ExportError, match="has every layer in int8 .* re-run `medsam-lite export --int8 CASES_DIR`"):
+    remake = f"re-run `medsam-lite export --checkpoint {manifest['checkpoint']} --out {export_dir} --int8 CASES_DIR`"
+    with pytest.raises(ExportError, match="has every layer in int8 .*" + re.escape(remake)):
         OpenVINOEngine(export_dir, precision="int8")
     OpenVINOEngine(export_dir)  # its f32 encoder is still fine
 
