@@ -92,7 +92,8 @@ class OpenVINOEngine:
         manifest = read_manifest(self.export_dir)
         if manifest is None:
             raise ExportError(f"no OpenVINO export in {self.export_dir}; run `medsam-lite export --checkpoint PATH`")
-        remake_int8 = f"`medsam-lite export --checkpoint {manifest.checkpoint} --out {self.export_dir} --int8 CASES_DIR`"
+        remake_int8 = (f"`medsam-lite export --checkpoint {manifest.checkpoint} --out {self.export_dir} "
+                       f"--int8 CASES_DIR`")
         if precision == "int8" and not manifest.int8_encoder:
             raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run {remake_int8}")
         if precision == "int8" and not manifest.int8_linears_only:

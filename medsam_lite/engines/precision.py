@@ -1,10 +1,10 @@
 """Precision modes and what ``--precision fast`` runs on this CPU. ``f32`` is exact (the official numbers);
 ``bf16`` (the encoder under OpenVINO's bf16 inference precision hint) and ``int8`` (the export's NNCF encoder: its
-linears in int8, its other layers under the bf16 hint) are approximate; the decoder runs f32 in every mode. ``fast`` is the fastest mode measured to meet the accuracy bar
-below on this kind of CPU (official weights, every labelled real case of the shared fixtures,
-``benchmarks/bench_precision.py``). The kind is told by the instruction sets that decide OpenVINO's kernels; a
-kind never measured gets f32. Today no approximate mode meets the bar on any kind measured, so ``fast`` runs f32
-everywhere and says why in the log and the timing CSV.
+linears in int8, its other layers under the bf16 hint) are approximate; the decoder runs f32 in every mode.
+``fast`` is the fastest mode measured to meet the accuracy bar below on this kind of CPU (official weights, every
+labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``). The kind is told by the instruction
+sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode meets the bar on
+any kind measured, so ``fast`` runs f32 everywhere and says why in the log and the timing CSV.
 """
 from __future__ import annotations
 
@@ -48,12 +48,12 @@ FAST_RULES = (
              "not measured there); NNCF accuracy-aware int8 stalls at -0.007 and x1.45"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
              "2-core AMD EPYC Zen 5, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: bf16 (the encoder) "
-             "x1.78, mean DSC -0.0071, worst case -0.058; int8 (the linears, the rest bf16) x2.27-2.43, mean DSC "
+             "x1.78-1.85, mean DSC -0.0071, worst case -0.058; int8 (the linears, the rest bf16) x2.27-2.43, mean DSC "
              "+0.0010 / -0.0025 with two calibrations, but the worst case -0.040 / -0.032 (hippocampus volumes); "
              "Zen 4: bf16 x1.66"),
     FastRule("other (no bf16 units)", frozenset(), "f32",
              "not measured on this kind; bf16 has no units here (int8's other layers run f32) and int8 misses the "
-             "worst-case bar on every CPU measured (the linears alone: -0.032 to -0.040 on the hippocampus volumes)"),
+             "worst-case bar wherever measured (the linears alone on the Zen 5: -0.032 to -0.040, hippocampus)"),
 )
 
 
