@@ -7,8 +7,9 @@ case more than 0.03 below fp32 in DSC).
 Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) and a fixed sample of
 ``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
 (the encoder under OpenVINO's bf16 inference precision hint, the decoder f32), ``int8`` (the export's int8
-encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), and ``noiseLEVEL`` (not a mode: ``noise0.04`` is f32 with seeded
-random noise of 4 % of each embedding's norm, how sensitive each case is to an error of that size).
+encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), and
+``noiseLEVEL`` (not a mode: ``noise0.04`` is f32 with seeded random noise of 4 % of each embedding's norm, how
+sensitive each case is to an error of that size).
 
     python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8] [--hippocampus 10]
     python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it

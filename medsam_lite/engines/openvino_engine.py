@@ -92,13 +92,13 @@ class OpenVINOEngine:
         manifest = read_manifest(self.export_dir)
         if manifest is None:
             raise ExportError(f"no OpenVINO export in {self.export_dir}; run `medsam-lite export --checkpoint PATH`")
-        remake_int8 = (f"`medsam-lite export --checkpoint {manifest.checkpoint} --out {self.export_dir} "
-                       f"--int8 CASES_DIR`")
-        if precision == "int8" and not manifest.int8_encoder:
-            raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run {remake_int8}")
-        if precision == "int8" and not manifest.int8_linears_only:
-            raise ExportError(f"the int8 encoder in {self.export_dir} has every layer in int8 (made before 2026-12-05; "
-                              f"it loses up to 0.16 DSC on a real case); re-run {remake_int8}")
+        if precision == "int8":
+            remake = f"`medsam-lite export --checkpoint {manifest.checkpoint} --out {self.export_dir} --int8 CASES_DIR`"
+            if not manifest.int8_encoder:
+                raise ExportError(f"the export in {self.export_dir} has no int8 encoder; run {remake}")
+            if not manifest.int8_linears_only:
+                raise ExportError(f"the int8 encoder in {self.export_dir} has every layer in int8 (made before "
+                                  f"2026-12-05; it loses up to 0.16 DSC on a real case); re-run {remake}")
         self.manifest = manifest
         self.precision = precision  # the mode that runs (f32, bf16, int8)
         self.precision_label = chosen.label  # the timing CSV's: the mode, "fast=" before it when fast chose it
