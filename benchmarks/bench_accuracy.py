@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights [default: as predict finds them]")
     parser.add_argument("--engine", default="auto", choices=["auto", "openvino", "torch"])
     parser.add_argument("--export-dir", type=Path, default=None)
-    parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"])
+    parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8", "mixed"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reference", type=Path, nargs="*", default=[], help="metrics CSVs to compare with")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-case rows here")

@@ -7,11 +7,12 @@ case more than 0.03 below fp32 in DSC).
 Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) and a fixed sample of
 ``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
 (the encoder under OpenVINO's bf16 inference precision hint, the decoder f32), ``int8`` (the export's int8
-encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), and
+encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), ``mixed`` (the
+encoder's stage 0 f32, the rest under the bf16 hint), and
 ``noiseLEVEL`` (not a mode: ``noise0.04`` is f32 with seeded random noise of 4 % of each embedding's norm, how
 sensitive each case is to an error of that size).
 
-    python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8] [--hippocampus 10]
+    python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8 mixed] [--hippocampus 10]
     python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it
 
 ``--mixed`` splits the encoder at each stage boundary into two compiled parts (fp32, then bf16) and prints the
@@ -34,6 +35,7 @@ import numpy as np
 from evaluation.runner import evaluate_case, modality
 from medsam_lite.batch.runner import run_folder
 from medsam_lite.engines import create_engine
+from medsam_lite.engines.encoder_split import split_encoder
 from medsam_lite.engines.precision import MIN_SPEEDUP, MODES, fast_rule, meets_bar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -112,19 +114,6 @@ def run_mode(mode: str, export: Path, folders: list[tuple[str, Path, list[Path]]
     return result
 
 
-def _boundary(model, stage: str):
-    """The output that feeds stage ``stage`` of the encoder (``layers.1``, ..., ``neck``) from before it."""
-    prefix = f"/image_encoder/{stage}/"
-    for op in model.get_ordered_ops():
-        if op.get_friendly_name().startswith(prefix):
-            for port in op.inputs():
-                source = port.get_source_output()
-                node = source.get_node()
-                if node.get_type_name() != "Constant" and not node.get_friendly_name().startswith(prefix):
-                    return source
-    raise ValueError(f"no stage {stage} in the encoder")
-
-
 def mixed_table(export: Path) -> None:
     import openvino as ov
 
@@ -139,13 +128,7 @@ def mixed_table(export: Path) -> None:
     references = [exact(x)[0] for x in inputs]
 
     def split(stage: str):
-        head_model, tail_model = core.read_model(xml), core.read_model(xml)
-        head = ov.Model([_boundary(head_model, stage)], head_model.get_parameters(), "head")
-        cut = _boundary(tail_model, stage)
-        parameter = ov.op.Parameter(cut.get_element_type(), cut.get_partial_shape())
-        for port in list(cut.get_target_inputs()):
-            port.replace_source_output(parameter.output(0))
-        tail = ov.Model(tail_model.get_results(), [parameter], "tail")
+        head, tail = split_encoder(core, xml, stage)
         first = core.compile_model(head, "CPU", config("f32"))
         second = core.compile_model(tail, "CPU", config("bf16"))
         return lambda x: second(first(x)[0])[0]
@@ -171,8 +154,8 @@ def fmt(value: float | None, signed: bool = False) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-dir", type=Path, required=True, help="OpenVINO export of the official weights")
-    parser.add_argument("--modes", nargs="+", default=["f32", "bf16", "int8"],
-                        help="f32, bf16, int8, and noiseLEVEL (e.g. noise0.04: f32 with random embedding noise)")
+    parser.add_argument("--modes", nargs="+", default=["f32", "bf16", "int8", "mixed"],
+                        help="f32, bf16, int8, mixed, and noiseLEVEL (e.g. noise0.04: f32 with random embedding noise)")
     parser.add_argument("--hippocampus", type=int, default=10, help="hippocampus volumes, evenly spaced")
     parser.add_argument("--mixed", action="store_true", help="only the fp32-then-bf16 split table")
     args = parser.parse_args()

@@ -34,6 +34,7 @@ MODES = {
     "openvino": ["--engine", "openvino"],
     "bf16": ["--engine", "openvino", "--precision", "bf16"],
     "int8": ["--engine", "openvino", "--precision", "int8"],
+    "mixed": ["--engine", "openvino", "--precision", "mixed"],
 }
 
 

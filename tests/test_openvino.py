@@ -170,14 +170,15 @@ PRECISION_CASES = [
 
 
 @pytest.mark.parametrize("which, cases, name, min_voxels", PRECISION_CASES)
-def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path, checkpoint_path, which, cases, name, min_voxels):
+def test_the_approximate_modes_are_near_f32_and_say_so(exports, tmp_path, checkpoint_path, which, cases, name,
+                                                       min_voxels):
     folder = shared_path("cases", "imgs") if cases == "shared" else DEMO / "imgs"
     export_dir = tmp_path / "export"
     shutil.copytree(exports(which), export_dir)
     assert export_int8_encoder(export_dir, folder, samples=8) == 8
     case = load_case(folder / name)
     f32 = segment_2d(OpenVINOEngine(export_dir), case.image, case.boxes)
-    for precision in ("bf16", "int8"):
+    for precision in ("bf16", "int8", "mixed"):
         approx = segment_2d(OpenVINOEngine(export_dir, precision=precision), case.image, case.boxes)
         agreement = compare(approx, f32)
         assert agreement.voxels > min_voxels and agreement.min_dice > 0.9, (precision, agreement)
@@ -185,9 +186,10 @@ def test_bf16_and_int8_are_approximate_and_say_so(exports, tmp_path, checkpoint_
                                            "--export-dir", export_dir, "--precision", precision, "-q",
                                            "--checkpoint", checkpoint_path(which)])
         assert result.exit_code == 0, result.stderr
-        encoder = {"bf16": "the image encoder in bf16", "int8": "the image encoder's linears in int8, its other "
-                   "layers bf16 where the CPU has bf16 units"}[precision]
-        assert f"--precision {precision} is approximate ({encoder}, the decoder f32)" in result.stderr
+        encoder = {"bf16": "the image encoder in bf16",
+                   "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units",
+                   "mixed": "the image encoder's convolution stage f32, its transformer stages and neck bf16"}
+        assert f"--precision {precision} is approximate ({encoder[precision]}, the decoder f32)" in result.stderr
 
 
 def test_int8_quantises_the_linears_alone(exports, tmp_path):

@@ -106,9 +106,9 @@ EXPORT_DIR_OPTION = click.option(
 
 PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(list(CHOICES)), default="f32", show_default=True,
-    help="f32: exact. bf16, int8 (OpenVINO only): faster but approximate (not the official numbers). fast: the "
-         "fastest mode measured to keep accuracy on this kind of CPU (README, 'Precision modes'; f32 on every "
-         "kind measured so far); the log and the timing CSV say which ran.")
+    help="f32: exact. bf16, int8, mixed (OpenVINO only): faster but approximate (not the official numbers). fast: "
+         "the fastest mode measured to keep accuracy on this kind of CPU (README, 'Precision modes': mixed on a "
+         "Xeon with AMX, f32 on the other kinds measured); the log and the timing CSV say which ran.")
 
 
 class Stopped(KeyboardInterrupt):

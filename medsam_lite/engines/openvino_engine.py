@@ -19,6 +19,7 @@ import numpy as np
 from medsam_lite.core.timing import stage
 from medsam_lite.engines.box_decoder import BoxDecoder
 from medsam_lite.engines.cpu import pair_rule
+from medsam_lite.engines.encoder_split import MIXED_FIRST_BF16_STAGE, ChainedRequest, split_encoder
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
 from medsam_lite.engines.precision import resolve
@@ -28,12 +29,13 @@ ov = import_openvino()
 
 
 def compile_config(precision: str, threads: int | None) -> dict:
-    """CPU plugin settings: latency mode, one stream, f32 unless bf16 or int8 was asked for explicitly (int8: the
-    int8 encoder's linears in int8, its other layers under the bf16 hint; batch.int8 says why)."""
+    """CPU plugin settings: latency mode, one stream, f32 unless bf16, int8 or mixed was asked for explicitly
+    (int8: the int8 encoder's linears in int8, its other layers under the bf16 hint, batch.int8 says why; mixed:
+    these are the settings of the encoder's tail, its head compiles f32, engines.encoder_split says why)."""
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
-        "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8") else "f32",
+        "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8", "mixed") else "f32",
     }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
@@ -62,12 +64,12 @@ def streams_config(config: dict, threads: int) -> dict | None:
 
 
 def model_cache_dir(export_dir: Path, precision: str = "f32") -> Path | None:
-    """``export_dir/cache`` (``cache-bf16``, ``cache-int8`` for the approximate precisions; made if possible) when
-    it can be read: compiled models load from it in about half the time of a compile. A cache this user cannot
-    write is still read (a runtime image ships one made at build time); a missing model there is then compiled,
-    and not stored. One folder per precision: on a 2-core Xeon with AMX (OpenVINO 2026.4.1), a bf16 encoder
-    compiled into the folder that already held the f32 models crashed the process at its first inference
-    (every time; fine in a folder of its own or with no cache)."""
+    """``export_dir/cache`` (``cache-bf16``, ``cache-int8``, ``cache-mixed`` for the approximate precisions; made
+    if possible) when it can be read: compiled models load from it in about half the time of a compile. A cache
+    this user cannot write is still read (a runtime image ships one made at build time); a missing model there is
+    then compiled, and not stored. One folder per precision: on a 2-core Xeon with AMX (OpenVINO 2026.4.1), a
+    bf16 encoder compiled into the folder that already held the f32 models crashed the process at its first
+    inference (every time; fine in a folder of its own or with no cache)."""
     cache = export_dir / ("cache" if precision == "f32" else f"cache-{precision}")
     try:
         cache.mkdir(exist_ok=True)
@@ -100,7 +102,7 @@ class OpenVINOEngine:
                 raise ExportError(f"the int8 encoder in {self.export_dir} has every layer in int8 (made before "
                                   f"2026-12-05; it loses up to 0.16 DSC on a real case); re-run {remake}")
         self.manifest = manifest
-        self.precision = precision  # the mode that runs (f32, bf16, int8)
+        self.precision = precision  # the mode that runs (f32, bf16, int8, mixed)
         self.precision_label = chosen.label  # the timing CSV's: the mode, "fast=" before it when fast chose it
         self.notes: list[str] = []
         core = ov.Core()
@@ -141,11 +143,12 @@ class OpenVINOEngine:
         """The CPU plugin settings ``model_file`` compiles with: the precision's for the encoder, f32 otherwise."""
         return self._encoder_config if model_file == self._encoder_file else self._decoder_config
 
-    def _compiled(self, model_file: str, config: dict | None = None):
-        """``export_dir/model_file`` compiled with ``config`` (default ``_config``'s); ExportError (one line) when
-        OpenVINO cannot load it."""
+    def _compiled(self, model_file: str, config: dict | None = None, model=None):
+        """``export_dir/model_file`` (or ``model``, a part of it) compiled with ``config`` (default ``_config``'s);
+        ExportError (one line) when OpenVINO cannot load it."""
         try:
-            return self._core.compile_model(self.export_dir / model_file, "CPU", config or self._config(model_file))
+            source = self.export_dir / model_file if model is None else model
+            return self._core.compile_model(source, "CPU", config or self._config(model_file))
         except RuntimeError as exc:
             reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
             raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {model_file}: "
@@ -168,7 +171,13 @@ class OpenVINOEngine:
     def _compile_encoder(self) -> None:
         """The encoder thread's work: its infer request, or the error that ``ready()`` raises."""
         try:
-            self._encode_request = self._compile(self._encoder_file)
+            if self.precision == "mixed":  # the head (stage 0) f32, the rest under the bf16 hint
+                head, tail = split_encoder(self._core, self.export_dir / self._encoder_file, MIXED_FIRST_BF16_STAGE)
+                self._encode_request = ChainedRequest(
+                    self._compiled(self._encoder_file, self._decoder_config, head).create_infer_request(),
+                    self._compiled(self._encoder_file, self._encoder_config, tail).create_infer_request())
+            else:
+                self._encode_request = self._compile(self._encoder_file)
         except ExportError as exc:
             self._encoder_error = exc
         except Exception as exc:  # e.g. MemoryError: still one line, from ready()
@@ -197,7 +206,10 @@ class OpenVINOEngine:
 
     def _encoder_streams(self) -> list:
         """Requests of the encoder on two streams sharing its threads (``streams_config``; compiled on first use,
-        about 0.2 s from the model cache); [] with one thread."""
+        about 0.2 s from the model cache); [] with one thread, and for ``mixed``'s two-part encoder (pairs pay only on
+        the Zen 4, where mixed was never measured)."""
+        if self.precision == "mixed":
+            return []
         if self._encode_streams is None:
             if self._encode_request is None:
                 with stage("startup"):

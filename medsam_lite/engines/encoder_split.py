@@ -1,0 +1,66 @@
+"""The exported image encoder cut in two at a stage boundary, each part an OpenVINO model of its own that compiles
+with its own precision: how ``--precision mixed`` runs the convolution stage (patch embedding and stage 0, the
+MBConv blocks and their downsampling) in f32 and the transformer stages and the neck under the bf16 hint. The CPU
+plugin offers no per-layer precision from Python (marking layers with ``disable_fp16_compression`` changed no
+output), so the cut is two compiled models, the first one's output copied into the second (stage 1's input
+tokens, (1, 16384, 128) float32: 8 MiB).
+
+Why stage 0: on the hippocampus volumes, the cases that decide every approximate mode, stage 0 alone in bf16 moves
+DSC by -0.012 on average while the rest of the encoder in bf16 moves it by -0.001 (10 volumes, official weights,
+2-core Xeon with AMX; README, 'Precision modes').
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsam_lite.engines.openvino_import import import_openvino
+
+ov = import_openvino()
+
+# The first stage of the encoder that `--precision mixed` runs under the bf16 hint (everything before it f32).
+MIXED_FIRST_BF16_STAGE = "layers.1"
+
+
+def stage_boundary(model, stage: str):
+    """The output (``ov.Output``) that feeds stage ``stage`` of the encoder (``layers.1``, ..., ``neck``) from
+    before it: the first input of an op of that stage that comes from outside it and is not a constant."""
+    prefix = f"/image_encoder/{stage}/"
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name().startswith(prefix):
+            for port in op.inputs():
+                source = port.get_source_output()
+                node = source.get_node()
+                if node.get_type_name() != "Constant" and not node.get_friendly_name().startswith(prefix):
+                    return source
+    raise ValueError(f"no stage {stage} in the encoder")
+
+
+def split_encoder(core, xml: Path, stage: str):
+    """The encoder IR ``xml`` -> (head, tail) models: head from the image to the input of ``stage``, tail from
+    there to the embedding; the tail's one parameter takes the head's one output."""
+    whole = core.read_model(xml)
+    head = ov.Model([stage_boundary(whole, stage)], whole.get_parameters(), "image_encoder_head")
+    rest = core.read_model(xml)  # a graph of its own: the cut below rewires it
+    cut = stage_boundary(rest, stage)
+    parameter = ov.op.Parameter(cut.get_element_type(), cut.get_partial_shape())
+    for port in list(cut.get_target_inputs()):
+        port.replace_source_output(parameter.output(0))
+    return head, ov.Model(rest.get_results(), [parameter], "image_encoder_tail")
+
+
+class ChainedRequest:
+    """The head's and the tail's infer requests as one: ``infer([image])`` -> the tail's outputs (an
+    InferRequest's ``infer`` and ``get_compiled_model``, which is all the engine's encoder calls). The tail reads
+    the head's output tensor where it lies: passing it on as an array copied it twice (166 -> 162 ms a pass, 2-core
+    Xeon with AMX, 15 interleaved passes; the same embedding bit for bit)."""
+
+    def __init__(self, head, tail) -> None:
+        self.head, self.tail = head, tail
+
+    def infer(self, inputs: list):
+        self.head.infer(inputs, share_outputs=True)
+        self.tail.set_input_tensor(self.head.get_output_tensor(0))
+        return self.tail.infer(share_outputs=True)  # the engine copies the embedding out
+
+    def get_compiled_model(self):
+        return self.tail.get_compiled_model()
