@@ -336,8 +336,17 @@ def test_a_slice_the_server_cannot_give_is_said_in_words(page, server):
     (it was an unhandled promise rejection, with no word on the page)."""
     _open(page, server("seeded"), ROOT / "test_demo/imgs/3DBox_Synthetic_ellipsoids.npz")
     z = page.evaluate("window.medsam.state.z")
-    page.route("**/pixels?*", lambda route: route.abort())
+    refused = []
+    page.route("**/pixels?*", lambda route: (refused.append(route.request.url), route.abort()))
     page.keyboard.press("ArrowUp")
+    # each step waited for on its own, so that a failure says which one did not happen (one full CI run of three
+    # timed out on the error line alone, 2026-12-05, and the test passed when run again)
+    page.wait_for_function(f"window.medsam.state.z === {z + 1}")  # the key reached the page
+    for _ in range(600):  # the page asked for the slice's pixels and was refused (the handler runs while we wait)
+        if refused:
+            break
+        page.wait_for_timeout(100)
+    assert refused and f"z={z + 1}" in refused[0], refused
     page.wait_for_selector("#error:not([hidden])")
     assert page.text_content("#error-text").startswith("Cannot reach the server")
     assert page.text_content("#slice-number").startswith(f"{z} ")  # the slice drawn is still the one named
