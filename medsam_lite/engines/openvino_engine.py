@@ -171,10 +171,11 @@ class OpenVINOEngine:
     def _compile_encoder(self) -> None:
         """The encoder thread's work: its infer request, or the error that ``ready()`` raises."""
         try:
-            if self.precision == "mixed":  # the head (stage 0) f32, the rest under the bf16 hint
+            if self.precision == "mixed":  # the head (stage 0) f32, the tail under the bf16 hint
                 head, tail = split_encoder(self._core, self.export_dir / self._encoder_file, MIXED_FIRST_BF16_STAGE)
+                f32 = self._decoder_config  # every decoder part's settings are f32's
                 self._encode_request = ChainedRequest(
-                    self._compiled(self._encoder_file, self._decoder_config, head).create_infer_request(),
+                    self._compiled(self._encoder_file, f32, head).create_infer_request(),
                     self._compiled(self._encoder_file, self._encoder_config, tail).create_infer_request())
             else:
                 self._encode_request = self._compile(self._encoder_file)
