@@ -1,4 +1,4 @@
-"""``--precision fast``: the CPU's kind read from its flags, the measured rule for that kind, the accuracy bar,
+"""``--precision fast``: the CPU's kind read from its flags, the measured rule for that kind, the bar,
 and the chosen mode really running (engine, log, timing CSV, the masks of the mode it names)."""
 from __future__ import annotations
 
@@ -32,21 +32,20 @@ def test_the_cpu_kind_comes_from_its_flags():
     assert fast_rule(frozenset()).kind.startswith("other")  # not Linux: an unknown kind gets the exact mode
 
 
-@pytest.mark.parametrize("cpuinfo", [EPYC_BF16, LAPTOP])
+@pytest.mark.parametrize("cpuinfo", [XEON_AMX, EPYC_BF16, LAPTOP])
 def test_fast_runs_f32_where_no_mode_met_the_bar(cpuinfo):
-    """The measured verdict on the kinds without AMX (README, 'Precision modes'): no approximate mode is 2x fp32
-    and keeps mean DSC within 0.005 and every case within 0.03 of fp32, so `fast` is the exact mode and says why."""
+    """The measured verdict on every kind (README, 'Precision modes'): no approximate mode is 2x fp32 and keeps
+    mean DSC within 0.005 and every case within 0.03 of fp32, so `fast` is the exact mode and says why."""
     chosen = resolve("fast", cpu_flags(cpuinfo))
     assert (chosen.mode, chosen.label) == ("f32", "fast=f32")
-    assert "no faster mode meets the accuracy bar" in chosen.note and fast_rule(cpu_flags(cpuinfo)).kind in chosen.note
+    assert "no faster mode meets the bar" in chosen.note and fast_rule(cpu_flags(cpuinfo)).kind in chosen.note
 
 
-def test_fast_runs_mixed_on_a_xeon_with_amx():
-    """There the encoder's stage 0 in f32 and the rest in bf16 met the bar (README, 'Precision modes')."""
-    chosen = resolve("fast", cpu_flags(XEON_AMX))
-    assert (chosen.mode, chosen.label) == ("mixed", "fast=mixed")
-    assert chosen.note.startswith("--precision fast runs mixed on this CPU (AMX")
-    assert "the fastest mode that meets the accuracy bar" in chosen.note
+def test_fast_on_a_xeon_with_amx_says_why_mixed_is_not_it():
+    """There mixed keeps the accuracy and misses the speed bar in most measurements: the note says so."""
+    note = resolve("fast", cpu_flags(XEON_AMX)).note
+    assert note.startswith("--precision fast runs f32 on this CPU (AMX")
+    assert "mixed" in note and "x1.86-2.03" in note and "under 2x in five" in note
 
 
 def test_named_modes_are_run_as_named():
@@ -65,8 +64,10 @@ def test_the_bar_rejects_the_measured_modes_and_takes_one_that_meets_it():
     assert not meets_bar(2.27, 0.0010, 0.0016, -0.0404)  # int8 linears, the rest bf16 (Zen 5): the worst case alone
     assert not meets_bar(2.43, -0.0025, 0.0013, -0.0321)  # the same, calibrated with hippocampus slices too
     assert not meets_bar(2.50, -0.0055, -0.0034, -0.0585)  # bf16 (the encoder alone), Xeon with AMX
-    assert meets_bar(2.01, -0.0012, -0.0001, -0.0283)  # mixed, Xeon with AMX (the shipped engine)
+    assert meets_bar(2.01, -0.0012, -0.0001, -0.0283)  # mixed, Xeon with AMX (the shipped engine), one day
     assert not meets_bar(1.99, -0.0012, -0.0001, -0.0283)  # mixed there before its copy-free hand-off
+    assert not meets_bar(1.86, -0.0012, -0.0001, -0.0283)  # mixed (the shipped engine), the next day
+    assert not meets_bar(1.97, -0.0018, -0.0006, -0.0327)  # mixed with q, k, v as three linears: both bars
     assert meets_bar(2.0, -0.005, 0.005, -0.03)  # on the bar itself
     assert not meets_bar(1.99, 0, 0, 0) and not meets_bar(3, 0.0051, 0, 0) and not meets_bar(3, 0, 0, -0.031)
 
