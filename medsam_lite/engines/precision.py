@@ -6,8 +6,8 @@ in every mode. ``fast`` is the fastest mode measured to meet the bar below (spee
 (official weights, every labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``). The kind is
 told by the instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode
 meets the bar on any kind measured, and ``fast`` runs f32 everywhere: ``mixed`` keeps the accuracy on the Xeon with
-AMX but its speed-up sits on the 2x line (x1.86-2.03 over two days); the log and the timing CSV say which mode ran and
-why.
+AMX but its speed-up sits on the 2x line (the AMX rule's numbers below); the log and the timing CSV say which mode ran
+and why.
 """
 from __future__ import annotations
 
