@@ -183,4 +183,4 @@ def no_default_export(tmp_path_factory, monkeypatch):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes long (every shared case through the service); run in CI")
+    config.addinivalue_line("markers", "slow: minutes long (the shared cases through the service, napari under Xvfb); run in CI")

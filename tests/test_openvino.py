@@ -23,7 +23,7 @@ from medsam_lite.core.postprocess import foreground, masks_from_logits, upscale_
 from medsam_lite.core.preprocess import box_to_256, image_to_model_input
 from medsam_lite.pipeline.segment import segment_2d, segment_3d
 
-from .conftest import ROOT, load_reference, shared_path
+from .conftest import ROOT, load_reference, once_per_checkpoint, shared_path
 
 DEMO = ROOT / "test_demo"
 
@@ -169,13 +169,25 @@ PRECISION_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def int8_exports(exports, tmp_path_factory):
+    """``int8_exports(which)``: a copy of that checkpoint's export with an int8 encoder calibrated on 8 cases
+    (test_demo's for the seeded checkpoint, cases/'s for the others), made once per module (NNCF takes 10-15 s)."""
+    def make(which: str) -> Path:
+        export_dir = tmp_path_factory.mktemp(f"export-int8-{which}") / "export"
+        shutil.copytree(exports(which), export_dir)
+        folder = DEMO / "imgs" if which == "seeded" else shared_path("cases", "imgs")
+        assert export_int8_encoder(export_dir, folder, samples=8) == 8
+        return export_dir
+
+    return once_per_checkpoint(make)
+
+
 @pytest.mark.parametrize("which, cases, name, min_voxels", PRECISION_CASES)
-def test_the_approximate_modes_are_near_f32_and_say_so(exports, tmp_path, checkpoint_path, which, cases, name,
+def test_the_approximate_modes_are_near_f32_and_say_so(int8_exports, tmp_path, checkpoint_path, which, cases, name,
                                                        min_voxels):
     folder = shared_path("cases", "imgs") if cases == "shared" else DEMO / "imgs"
-    export_dir = tmp_path / "export"
-    shutil.copytree(exports(which), export_dir)
-    assert export_int8_encoder(export_dir, folder, samples=8) == 8
+    export_dir = int8_exports(which)
     case = load_case(folder / name)
     f32 = segment_2d(OpenVINOEngine(export_dir), case.image, case.boxes)
     for precision in ("bf16", "int8", "mixed"):
@@ -192,14 +204,13 @@ def test_the_approximate_modes_are_near_f32_and_say_so(exports, tmp_path, checkp
         assert f"--precision {precision} is approximate ({encoder[precision]}, the decoder f32)" in result.stderr
 
 
-def test_int8_quantises_the_linears_alone(exports, tmp_path):
+def test_int8_quantises_the_linears_alone(int8_exports, tmp_path):
     """`export --int8` puts int8 on the linears only (every layer in int8 lost 0.16 DSC on a real CT lesion); the
     engine compiles that encoder with the bf16 hint and refuses an int8 encoder made the old way."""
     import openvino as ov
 
     export_dir = tmp_path / "export"
-    shutil.copytree(exports("seeded"), export_dir)
-    assert export_int8_encoder(export_dir, DEMO / "imgs", samples=4) == 4
+    shutil.copytree(int8_exports("seeded"), export_dir)  # a copy: its manifest is changed below
     model = ov.Core().read_model(export_dir / "image_encoder_int8.xml")
     fed = {target.get_node().get_type_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
            for target in op.output(0).get_target_inputs()}

@@ -171,17 +171,25 @@ SHARED_CASES = ["2DBox_Mammography_demo.npz", "2DBox_Microscopy_SELMA3D_nuclei_0
                 *(f"2DBox_XRay_Pneumothorax-Masks_{n}_train_1.npz" for n in (2041, 2042, 2043, 2044, 2046, 2048)),
                 "3DBox_CT_Lesion_000001_02_01_008-023.npz", "3DBox_CT_Lesion_000002_03_01_035-047.npz",
                 "3DBox_CT_Lesion_000009_03_01_036-048.npz", "3DBox_CT_Lesion_000010_01_01_078-090.npz",
-                "3DBox_CT_AMOS_amos_0018.npz", "3DBox_MR_BraTS-T1c_bratsgli_0017.npz",
-                "3DBox_Microscopy_SELMA3D_patchvolume_nuclei_004.npz"]
+                "3DBox_CT_AMOS_amos_0018.npz"]
+# Left out of the service's run: the two longest volumes (BraTS, 70 slices; microscopy, 134 slices and 24 boxes),
+# 134 of the 189 s `predict` took on cases/ (2026-12-06, Xeon), paid twice here. Their path through the service is
+# AMOS's (a multi-label volume through the same segment_3d); `predict` on them is held to the official script's
+# outputs by the Docker test and scripts/check_fidelity.py.
+LONG_VOLUMES = ["3DBox_MR_BraTS-T1c_bratsgli_0017.npz", "3DBox_Microscopy_SELMA3D_patchvolume_nuclei_004.npz"]
 
 
 @pytest.mark.slow
-def test_one_shot_equals_predict_on_every_shared_case(exports, tmp_path):
-    """Every shared case through POST /v1/predict with the demo checkpoint, against one `predict` run on the
-    folder: identical segs."""
+def test_one_shot_equals_predict_on_the_shared_cases(exports, tmp_path):
+    """The shared cases but the two longest volumes through POST /v1/predict with the demo checkpoint, against
+    one `predict` run on them: identical segs."""
     folder = shared_path("cases", "imgs")
-    assert sorted(p.name for p in folder.glob("*.npz")) == sorted(SHARED_CASES)
-    result = CliRunner().invoke(main, ["predict", "-i", str(folder), "-o", str(tmp_path / "segs"), "--export-dir",
+    assert sorted(p.name for p in folder.glob("*.npz")) == sorted(SHARED_CASES + LONG_VOLUMES)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in SHARED_CASES:
+        (inputs / name).symlink_to(folder / name)
+    result = CliRunner().invoke(main, ["predict", "-i", str(inputs), "-o", str(tmp_path / "segs"), "--export-dir",
                                        str(exports("demo")), "-q"])
     assert result.exit_code == 0, result.stderr
     with make_client(exports("demo")) as c:
