@@ -161,34 +161,38 @@ def _garble(xml: Path) -> None:
     xml.write_text("<net>not a model</net>".ljust(xml.stat().st_size))
 
 
-# (checkpoint, calibration cases, case, min voxel agreement): a seeded random model has ragged masks with
-# many boundary pixels, so its bf16/int8 masks move further from fp32 than the trained checkpoint's.
+# (checkpoint, case, min voxel agreement): a seeded random model has ragged masks with many boundary pixels, so
+# its bf16/int8 masks move further from fp32 than the trained checkpoint's.
 PRECISION_CASES = [
-    ("seeded", None, "2DBox_Synthetic_ellipses.npz", 0.95),
-    ("demo", "shared", "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz", 0.99),
+    ("seeded", "2DBox_Synthetic_ellipses.npz", 0.95),
+    ("demo", "2DBox_XRay_Pneumothorax-Masks_2041_train_1.npz", 0.99),
 ]
+
+
+def _precision_cases(which: str) -> Path:
+    """The folder a checkpoint's int8 encoder is calibrated on and its case read from: test_demo's for the seeded
+    checkpoint, the shared cases/ for the others."""
+    return DEMO / "imgs" if which == "seeded" else shared_path("cases", "imgs")
 
 
 @pytest.fixture(scope="module")
 def int8_exports(exports, tmp_path_factory):
-    """``int8_exports(which)``: a copy of that checkpoint's export with an int8 encoder calibrated on 8 cases
-    (test_demo's for the seeded checkpoint, cases/'s for the others), made once per module (NNCF takes 10-15 s)."""
+    """``int8_exports(which)``: a copy of that checkpoint's export with an int8 encoder calibrated on 8 cases of
+    ``_precision_cases(which)``, made once per module (NNCF takes 10-15 s)."""
+
     def make(which: str) -> Path:
         export_dir = tmp_path_factory.mktemp(f"export-int8-{which}") / "export"
         shutil.copytree(exports(which), export_dir)
-        folder = DEMO / "imgs" if which == "seeded" else shared_path("cases", "imgs")
-        assert export_int8_encoder(export_dir, folder, samples=8) == 8
+        assert export_int8_encoder(export_dir, _precision_cases(which), samples=8) == 8
         return export_dir
 
     return once_per_checkpoint(make)
 
 
-@pytest.mark.parametrize("which, cases, name, min_voxels", PRECISION_CASES)
-def test_the_approximate_modes_are_near_f32_and_say_so(int8_exports, tmp_path, checkpoint_path, which, cases, name,
-                                                       min_voxels):
-    folder = shared_path("cases", "imgs") if cases == "shared" else DEMO / "imgs"
+@pytest.mark.parametrize("which, name, min_voxels", PRECISION_CASES)
+def test_the_approximate_modes_are_near_f32_and_say_so(int8_exports, tmp_path, checkpoint_path, which, name, min_voxels):
     export_dir = int8_exports(which)
-    case = load_case(folder / name)
+    case = load_case(_precision_cases(which) / name)
     f32 = segment_2d(OpenVINOEngine(export_dir), case.image, case.boxes)
     for precision in ("bf16", "int8", "mixed"):
         approx = segment_2d(OpenVINOEngine(export_dir, precision=precision), case.image, case.boxes)

@@ -22,6 +22,7 @@ from medsam_lite.cli import main
 from medsam_lite.io.polygons import rasterize
 
 from .conftest import ROOT, shared_path
+from .test_api import _predict_cli
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -185,18 +186,13 @@ def test_one_shot_equals_predict_on_the_shared_cases(exports, tmp_path):
     one `predict` run on them: identical segs."""
     folder = shared_path("cases", "imgs")
     assert sorted(p.name for p in folder.glob("*.npz")) == sorted(SHARED_CASES + LONG_VOLUMES)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in SHARED_CASES:
-        (inputs / name).symlink_to(folder / name)
-    result = CliRunner().invoke(main, ["predict", "-i", str(inputs), "-o", str(tmp_path / "segs"), "--export-dir",
-                                       str(exports("demo")), "-q"])
-    assert result.exit_code == 0, result.stderr
+    cli = _predict_cli(tmp_path, [folder / name for name in SHARED_CASES], exports("demo"),
+                       shared_path("checkpoints", "lite_medsam_demo.pth"))
     with make_client(exports("demo")) as c:
         for name in SHARED_CASES:
             with open(folder / name, "rb") as handle:
                 reply = c.post("/v1/predict", files={"file": (name, handle)})
-            assert np.array_equal(_segs(reply), np.load(tmp_path / "segs" / name)["segs"]), name
+            assert np.array_equal(_segs(reply), cli[name]), name
 
 
 # --- samapi, as QuPath's SAM extension sends it ---
