@@ -181,13 +181,12 @@ LONG_VOLUMES = ["3DBox_MR_BraTS-T1c_bratsgli_0017.npz", "3DBox_Microscopy_SELMA3
 
 
 @pytest.mark.slow
-def test_one_shot_equals_predict_on_the_shared_cases(exports, tmp_path):
+def test_one_shot_equals_predict_on_the_shared_cases(exports, checkpoint_path, tmp_path):
     """The shared cases but the two longest volumes through POST /v1/predict with the demo checkpoint, against
     one `predict` run on them: identical segs."""
     folder = shared_path("cases", "imgs")
     assert sorted(p.name for p in folder.glob("*.npz")) == sorted(SHARED_CASES + LONG_VOLUMES)
-    cli = _predict_cli(tmp_path, [folder / name for name in SHARED_CASES], exports("demo"),
-                       shared_path("checkpoints", "lite_medsam_demo.pth"))
+    cli = _predict_cli(tmp_path, [folder / name for name in SHARED_CASES], exports("demo"), checkpoint_path("demo"))
     with make_client(exports("demo")) as c:
         for name in SHARED_CASES:
             with open(folder / name, "rb") as handle:
