@@ -32,10 +32,8 @@ CASES_2D = [f"2DBox_Synthetic_copy{i}.npz" for i in range(3)]
 CASE_3D = "3DBox_Synthetic_vol.npz"
 
 
-@pytest.fixture()
-def data(tmp_path) -> Path:
-    """A challenge folder: three copies of the 2D demo case and one of the 3D one, with labels."""
-    root = tmp_path / "data"
+def _challenge_folder(root: Path) -> Path:
+    """``root`` made a challenge folder: three copies of the 2D demo case and one of the 3D one, with labels."""
     for sub in ("imgs", "gts"):
         (root / sub).mkdir(parents=True)
         for name in CASES_2D:
@@ -44,11 +42,25 @@ def data(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """The challenge folder the runs read, made once: its embedding cache (``cache`` beside it, the runs' default)
+    is filled by the first run that needs it and read by the others (a fill is about 6 s of encoding). Tests that
+    test filling the cache give their own ``--cache-dir``; tests that change the cases take ``data_copy``."""
+    return _challenge_folder(tmp_path_factory.mktemp("finetune") / "data")
+
+
+@pytest.fixture()
+def data_copy(tmp_path) -> Path:
+    """A challenge folder of this test's own, to damage."""
+    return _challenge_folder(tmp_path / "data")
+
+
 def _config(data: Path, run: Path, checkpoint: Path, export: Path | None, **kw) -> FinetuneConfig:
     split = data.parent / "split-given.json"
     split.write_text(json.dumps({"train": CASES_2D[:2] + [CASE_3D], "val": CASES_2D[2:] + [CASE_3D]}))
     options = dict(data=[str(data)], run_dir=str(run), checkpoint=str(checkpoint), export_dir=str(export) if export else None,
-                   cache_dir=str(run.parent / "cache"), cache_precision="f32", epochs=2, samples_per_epoch=8,
+                   cache_dir=str(data.parent / "cache"), cache_precision="f32", epochs=2, samples_per_epoch=8,
                    batch_size=4, lr=1e-3, amp="off", split=str(split), threads=2)
     options.update(kw)
     return FinetuneConfig(**options)
@@ -93,41 +105,41 @@ def test_split_is_by_case_and_seeded():
     assert len(draw_split(names, 0.25, seed=0, max_train=20)["train"]) == 20
 
 
-def test_bad_cases_are_named_and_left_out(data, tmp_path):
-    np.savez(data / "gts" / CASES_2D[0], gts=np.zeros((240, 320), np.uint8))
-    np.savez(data / "gts" / CASES_2D[1], gts=np.zeros((100, 100), np.uint8))
-    sources = {s.name: s for s in find_cases([data])}
+def test_bad_cases_are_named_and_left_out(data_copy, tmp_path):
+    np.savez(data_copy / "gts" / CASES_2D[0], gts=np.zeros((240, 320), np.uint8))
+    np.savez(data_copy / "gts" / CASES_2D[1], gts=np.zeros((100, 100), np.uint8))
+    sources = {s.name: s for s in find_cases([data_copy])}
     with pytest.raises(CaseError, match="holds no labels"):
         read_case(sources[CASES_2D[0]])
     with pytest.raises(CaseError, match=r"\(100, 100\) but imgs is \(240, 320\): images and labels on different grids"):
         read_case(sources[CASES_2D[1]])
-    (data / "gts" / CASES_2D[2]).write_bytes(b"labels were exported elsewhere\n")
+    (data_copy / "gts" / CASES_2D[2]).write_bytes(b"labels were exported elsewhere\n")
     with pytest.raises(CaseError, match=f"labels .*gts/{CASES_2D[2]}: not an .npz archive: neither a zip archive"):
         read_case(sources[CASES_2D[2]])
     with pytest.raises(ValueError, match="expected imgs/ \\+ gts/"):
         find_cases([tmp_path])
 
 
-def test_labels_spacing_and_shapes_the_model_cannot_take_are_named(data):
+def test_labels_spacing_and_shapes_the_model_cannot_take_are_named(data_copy):
     gts = np.load(DEMO / "gts/2DBox_Synthetic_ellipses.npz")["gts"]
-    np.savez(data / "gts" / CASES_2D[0], gts=gts.astype(np.float32) + 0.5)
-    np.savez(data / "gts" / CASES_2D[1], gts=gts.astype(np.int16) - 1)
-    with np.load(data / "gts" / CASE_3D) as labelled:
-        np.savez(data / "gts" / CASE_3D, gts=labelled["gts"], spacing=np.array([np.nan, 1.0, 1.0]))
-    sources = {s.name: s for s in find_cases([data])}
+    np.savez(data_copy / "gts" / CASES_2D[0], gts=gts.astype(np.float32) + 0.5)
+    np.savez(data_copy / "gts" / CASES_2D[1], gts=gts.astype(np.int16) - 1)
+    with np.load(data_copy / "gts" / CASE_3D) as labelled:
+        np.savez(data_copy / "gts" / CASE_3D, gts=labelled["gts"], spacing=np.array([np.nan, 1.0, 1.0]))
+    sources = {s.name: s for s in find_cases([data_copy])}
     with pytest.raises(CaseError, match=f"gts in {CASES_2D[0]} holds non-integer values \\(float32\\)"):
         read_case(sources[CASES_2D[0]])  # was an IndexError out of the label renumbering
     with pytest.raises(CaseError, match=f"gts in {CASES_2D[1]} holds values -1..[0-9]+; labels are 0..65535"):
         read_case(sources[CASES_2D[1]])
     with pytest.raises(CaseError, match=r"spacing is \[nan, 1.0, 1.0\]; expected 3 positive, finite values"):
         read_case(sources[CASE_3D])
-    np.savez(data / "imgs" / CASES_2D[2], imgs=np.zeros((1200, 2, 3), np.uint8))  # no boxes: the labels' are taken
-    np.savez(data / "gts" / CASES_2D[2], gts=np.ones((1200, 2), np.uint8))
+    np.savez(data_copy / "imgs" / CASES_2D[2], imgs=np.zeros((1200, 2, 3), np.uint8))  # no boxes: the labels' are taken
+    np.savez(data_copy / "gts" / CASES_2D[2], gts=np.ones((1200, 2), np.uint8))
     with pytest.raises(CaseError, match=r"the image is 1200 x 2 pixels: .* up to 512:1"):
         read_case(sources[CASES_2D[2]])
     image = np.load(DEMO / "imgs/2DBox_Synthetic_ellipses.npz")["imgs"]
-    np.savez(data / "imgs" / CASES_2D[2], imgs=image)
-    np.savez(data / "gts" / CASES_2D[2], gts=gts)
+    np.savez(data_copy / "imgs" / CASES_2D[2], imgs=image)
+    np.savez(data_copy / "gts" / CASES_2D[2], gts=gts)
     case = read_case(sources[CASES_2D[2]])
     assert case.labels.max() == len(np.unique(gts[gts > 0])) and len(case.boxes) == case.labels.max()
 
@@ -157,7 +169,7 @@ def test_run_trains_validates_and_writes_a_usable_run(data, tmp_path, checkpoint
     # the embedding cache is reused by a second run
     again = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / "run2"), "--checkpoint",
                                       str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded")),
-                                      "--cache-dir", str(tmp_path / "cache"), "--cache-precision", "f32", "--epochs", "1",
+                                      "--cache-dir", str(data.parent / "cache"), "--cache-precision", "f32", "--epochs", "1",
                                       "--samples-per-epoch", "4", "--batch-size", "4", "--amp", "off",
                                       "--split", str(data.parent / "split-given.json")])
     assert again.exit_code == 0, again.stderr
@@ -238,7 +250,7 @@ def test_two_processes_equal_one(data, tmp_path, checkpoint_path, exports):
     one = _config(data, tmp_path / "one" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0)
     finetune(one)
     two = _config(data, tmp_path / "two" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0,
-                  cache_dir=str(tmp_path / "one" / "cache"), threads=1)
+                  threads=1)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "medsam_lite",
                "finetune", str(data), "-o", two.run_dir, "--checkpoint", two.checkpoint, "--split", two.split,
                "--cache-dir", two.cache_dir, "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
