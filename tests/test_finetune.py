@@ -146,7 +146,8 @@ def test_labels_spacing_and_shapes_the_model_cannot_take_are_named(data_copy):
 
 def test_run_trains_validates_and_writes_a_usable_run(data, tmp_path, checkpoint_path, exports):
     run = tmp_path / "run"
-    result = finetune(_config(data, run, checkpoint_path("seeded"), exports("seeded")))
+    config = _config(data, run, checkpoint_path("seeded"), exports("seeded"))
+    result = finetune(config)
     assert result.finished and result.epochs_run == 2 and result.train_cases == 3 and result.val_cases == 2
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["best.pth", "config.json", "curves.png", "last.pt", "metrics.csv", "split.json", "summary.json", "summary.txt",
@@ -169,9 +170,9 @@ def test_run_trains_validates_and_writes_a_usable_run(data, tmp_path, checkpoint
     # the embedding cache is reused by a second run
     again = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / "run2"), "--checkpoint",
                                       str(checkpoint_path("seeded")), "--export-dir", str(exports("seeded")),
-                                      "--cache-dir", str(data.parent / "cache"), "--cache-precision", "f32", "--epochs", "1",
+                                      "--cache-dir", config.cache_dir, "--cache-precision", "f32", "--epochs", "1",
                                       "--samples-per-epoch", "4", "--batch-size", "4", "--amp", "off",
-                                      "--split", str(data.parent / "split-given.json")])
+                                      "--split", config.split])
     assert again.exit_code == 0, again.stderr
     assert "embeddings of all 4 cases from the cache" in again.stderr
 
