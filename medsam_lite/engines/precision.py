@@ -48,8 +48,8 @@ FAST_RULES = (
     FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
              "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: mixed (stage 0 f32, the rest "
              "bf16) keeps the accuracy (mean DSC -0.0012, NSD -0.0001, worst case -0.028) but its encoder runs x1.86-"
-             "2.03 of f32's in seven measurements on two days, under 2x in five; bf16 (the encoder) x2.50, worst "
-             "case -0.059 (hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050"),
+             "2.06 of f32's in nine measurements on two days, under 2x in five (median 2.00); bf16 (the encoder) "
+             "x2.50, worst case -0.059 (hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
              "2-core AMD EPYC Zen 5, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: bf16 (the encoder) "
              "x1.78-1.85, mean DSC -0.0071, worst case -0.058; int8 (the linears, the rest bf16) x2.27-2.43, mean DSC "
