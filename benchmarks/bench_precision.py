@@ -209,7 +209,9 @@ def main() -> None:
                   f"| {sum(d < -0.01 for d in deltas)} | {'-' if mode == 'f32' else bar} |")
         rule, verdict = fast_rule(), max(qualified)[1] if qualified else "f32"
         print(f"\n`--precision fast` on this CPU ({rule.kind}) runs {rule.mode}; this run's verdict: {verdict}"
-              + ("" if verdict == rule.mode else " -> update FAST_RULES in medsam_lite/engines/precision.py"))
+              + ("" if verdict == rule.mode else " -> not the rule's: change FAST_RULES (medsam_lite/engines/"
+                 "precision.py) when repeated runs agree, as one run's ratio near 2x moves by 0.1 or more between runs "
+                 "(README, 'Precision modes')"))
         print("\n| modality | cases | f32 DSC | " + " | ".join(f"{m} dDSC" for m in modes[1:]) + " |\n|"
               + "---|" * (3 + len(modes) - 1))
         for name in sorted({modality(k[1]) for k in base["cases"]}):
