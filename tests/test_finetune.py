@@ -232,7 +232,7 @@ def test_a_run_stopped_while_encoding_its_cache_resumes(data, tmp_path, checkpoi
                                         "--export-dir", str(exports("seeded")), "--cache-dir", str(tmp_path / "b" / "cache"),
                                         "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
                                         "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
-                                        "--split", str(data.parent / "split-given.json")])
+                                        "--split", whole.split])
     assert stopped.exit_code == 130, stopped.stderr
     assert f"stopped by Ctrl+C: `medsam-lite finetune --resume {run}` continues" in stopped.stderr
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "split.json"]
@@ -347,11 +347,11 @@ def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it(data, tm
     import medsam_lite.train.embeddings as embeddings
 
     run, cache = tmp_path / "run", tmp_path / "cache"
+    given = _config(data, run, checkpoint_path("seeded"), None)  # writes the given split
     command = ["finetune", str(data), "-o", str(run), "--checkpoint", str(checkpoint_path("seeded")), "--export-dir",
                str(exports("seeded")), "--cache-dir", str(cache), "--cache-precision", "f32", "--epochs", "1",
                "--samples-per-epoch", "8", "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
-               "--split", str(data.parent / "split-given.json")]
-    _config(data, run, checkpoint_path("seeded"), None)  # writes split-given.json
+               "--split", given.split]
     real_mkstemp = atomic.tempfile.mkstemp
 
     def best_onto_full_disk(**options):  # best.pth's temporary file is /dev/full: every write is ENOSPC
