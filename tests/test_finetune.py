@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,17 @@ def _config(data: Path, run: Path, checkpoint: Path, export: Path | None, **kw) 
                    batch_size=4, lr=1e-3, amp="off", split=str(split), threads=2)
     options.update(kw)
     return FinetuneConfig(**options)
+
+
+def _command(config: FinetuneConfig) -> list[str]:
+    """``config`` as the `medsam-lite finetune` command line that makes the same run (the options ``_config`` sets)."""
+    options = {"-o": config.run_dir, "--checkpoint": config.checkpoint, "--export-dir": config.export_dir,
+               "--split": config.split, "--cache-dir": config.cache_dir, "--cache-precision": config.cache_precision,
+               "--epochs": config.epochs, "--samples-per-epoch": config.samples_per_epoch,
+               "--batch-size": config.batch_size, "--lr": config.lr, "--amp": config.amp, "--threads": config.threads,
+               "--patience": config.patience}
+    return ["finetune", *config.data, *(str(part) for option, value in options.items() if value is not None
+                                        for part in (option, value))]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -228,11 +240,7 @@ def test_a_run_stopped_while_encoding_its_cache_resumes(data, tmp_path, checkpoi
         return add(self, source, case)
 
     monkeypatch.setattr(CacheFiller, "add", add_then_stop)
-    stopped = CliRunner().invoke(main, ["finetune", str(data), "-o", str(run), "--checkpoint", str(checkpoint_path("seeded")),
-                                        "--export-dir", str(exports("seeded")), "--cache-dir", str(tmp_path / "b" / "cache"),
-                                        "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
-                                        "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
-                                        "--split", whole.split])
+    stopped = CliRunner().invoke(main, _command(replace(whole, run_dir=str(run), cache_dir=str(tmp_path / "b" / "cache"))))
     assert stopped.exit_code == 130, stopped.stderr
     assert f"stopped by Ctrl+C: `medsam-lite finetune --resume {run}` continues" in stopped.stderr
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "split.json"]
@@ -253,9 +261,7 @@ def test_two_processes_equal_one(data, tmp_path, checkpoint_path, exports):
     two = _config(data, tmp_path / "two" / "run", checkpoint_path("seeded"), exports("seeded"), epochs=1, patience=0,
                   threads=1)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "medsam_lite",
-               "finetune", str(data), "-o", two.run_dir, "--checkpoint", two.checkpoint, "--split", two.split,
-               "--cache-dir", two.cache_dir, "--cache-precision", "f32", "--epochs", "1", "--samples-per-epoch", "8",
-               "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "1", "--patience", "0"]
+               *_command(two)]
     proc = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, encoding="utf-8",
                           errors="replace", timeout=600)  # tqdm's bars are UTF-8 whatever the locale
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -347,11 +353,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it(data, tm
     import medsam_lite.train.embeddings as embeddings
 
     run, cache = tmp_path / "run", tmp_path / "cache"
-    given = _config(data, run, checkpoint_path("seeded"), None)  # writes the given split
-    command = ["finetune", str(data), "-o", str(run), "--checkpoint", str(checkpoint_path("seeded")), "--export-dir",
-               str(exports("seeded")), "--cache-dir", str(cache), "--cache-precision", "f32", "--epochs", "1",
-               "--samples-per-epoch", "8", "--batch-size", "4", "--lr", "1e-3", "--amp", "off", "--threads", "2",
-               "--split", given.split]
+    command = _command(_config(data, run, checkpoint_path("seeded"), exports("seeded"), epochs=1, cache_dir=str(cache)))
     real_mkstemp = atomic.tempfile.mkstemp
 
     def best_onto_full_disk(**options):  # best.pth's temporary file is /dev/full: every write is ENOSPC
