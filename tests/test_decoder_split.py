@@ -8,6 +8,7 @@ import torch
 from medsam_lite.io.challenge import load_case
 from medsam_lite.engines.checkpoint import load_model
 from medsam_lite.core.preprocess import box_to_256, image_to_model_input
+from medsam_lite.modeling.common import exported_form
 
 from .conftest import ROOT, shared_case
 
@@ -47,6 +48,12 @@ def test_prepared_image_holds_the_first_layers_projections(checkpoint_path):
     assert [t.shape for t in prepared.first_layer] == [(1, 4096, 128)] * 3
     flat = embedding.flatten(2).permute(0, 2, 1) + model.prompt_encoder.no_mask_embed.weight
     assert torch.equal(prepared.keys, flat)
+    with torch.no_grad(), exported_form(model.mask_decoder):  # what the export's image part gives: heads first
+        heads_first = model.prepare_decoder(embedding)
+    assert torch.equal(heads_first.keys, prepared.keys)
+    for sam, exported in zip(prepared.first_layer, heads_first.first_layer, strict=True):
+        assert exported.shape == (1, 8, 4096, 16)
+        assert torch.equal(exported.transpose(1, 2).flatten(2), sam)
 
 
 @pytest.mark.parametrize("which", CHECKPOINTS)

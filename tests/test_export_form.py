@@ -29,9 +29,10 @@ def _assert_rounding_only(exported: torch.Tensor, reference: torch.Tensor, what:
 
 @pytest.mark.parametrize("which", CHECKPOINTS)
 def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, which):
-    """Block-diagonal heads, projections moved to the prompt side and the final attention for the one token a
-    box's mask reads: box masks and the four point-prompt masks with their IoU estimates, against SAM's form of
-    the same model."""
+    """Block-diagonal heads, the first layer's image side heads first, projections moved to the prompt side and
+    the final attention for the one token a box's mask reads: box masks and the four point-prompt masks with
+    their IoU estimates, against SAM's form of the same model. The exported form's image is prepared in that
+    form too, as the export's image part is."""
     model, _ = load_model(checkpoint_path(which))
     embedding, boxes = _case_inputs(model, _case(which), limit=6)
     coords = torch.tensor([[[60.0, 70.0], [150.0, 40.0], [0.0, 0.0]]])
@@ -42,8 +43,9 @@ def test_exported_decoder_differs_from_sams_by_rounding_only(checkpoint_path, wh
         reference, _ = model.mask_decoder.predict(prepared, sparse)  # SAM's own sums, all seven tokens
         points_reference = model.decode_prompts(prepared, coords, labels)
         with exported_form(model.mask_decoder):
-            exported = model.mask_decoder.predict_mask(prepared, sparse)
-            points = model.decode_prompts(prepared, coords, labels)
+            heads_first = model.prepare_decoder(embedding)
+            exported = model.mask_decoder.predict_mask(heads_first, sparse)
+            points = model.decode_prompts(heads_first, coords, labels)
     assert not torch.equal(exported, reference), "the exported form is another order of the sums"
     _assert_rounding_only(exported, reference, "box logits")
     _assert_rounding_only(points[0], points_reference[0], "point-prompt logits")

@@ -70,7 +70,8 @@ def _wrappers(model):
             self.model = model
 
         def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            image = self.model.prepare_decoder(embedding)
+            with exported_form(self.model.mask_decoder):
+                image = self.model.prepare_decoder(embedding)
             return (image.keys, *image.first_layer)
 
     class DecoderBoxes(torch.nn.Module):

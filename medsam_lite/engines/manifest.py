@@ -7,14 +7,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 10  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
+MANIFEST_FORMAT = 11  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
 # 4: the decoder attention's exported form (modeling.common.exported_form); 5: the encoder's first stage in
 # strips of rows (modeling.row_strips); 6: the second layer's image -> token query projection on the key side;
 # 7: the final attention for the one token a box's mask reads, the upscaling on strips of image tokens; 8: the box
 # part's input fixed at one box (BOX_INPUT_SHAPE); 9: the image -> token scores laid out (56, 4096) for the softmax
 # over each head's 7 prompt tokens (modeling.transformer.Attention._weighted_values); 10: the encoder's grids turned
 # back into tokens by one 4-D permutation, which OpenVINO folds into its convolutions' layout
-# (modeling.common.grid_to_tokens)
+# (modeling.common.grid_to_tokens); 11: the first layer's image-side projections heads first, so that each head's
+# scores use its own channels (modeling.transformer.Attention.image_heads)
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",
@@ -23,7 +24,7 @@ MODEL_FILES = {
     "encoder_int8": "image_encoder_int8.xml",
 }
 # What decoder_image.xml gives mask_decoder.xml, in order: image tokens (1, 4096, 256) and the first layer's
-# token->image keys, values and image->token queries (1, 4096, 128 each).
+# token->image keys, values and image->token queries (1, 8, 4096, 16 each: heads first).
 DECODER_IMAGE_OUTPUTS = ("keys", "token_to_image_k", "token_to_image_v", "image_to_token_q")
 # The boxes mask_decoder.xml takes per inference: one (``BoxDecoder`` decodes one box per call). With every shape
 # static, OpenVINO fuses the box part's element-wise operations (the residual adds, LayerNorms and positional

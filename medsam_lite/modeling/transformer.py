@@ -17,8 +17,9 @@ from medsam_lite.modeling.common import ExportForm, MLPBlock, grid_to_tokens
 
 
 class ImageProjections(NamedTuple):
-    """A block's projections of the image tokens that do not depend on the prompts, each (B, 4096, 128):
-    token->image keys and values, image->token queries."""
+    """A block's projections of the image tokens that do not depend on the prompts, each (B, 4096, 128), heads
+    first (B, 8, 4096, 16) in the exported form (``Attention.image_heads``): token->image keys and values,
+    image->token queries."""
 
     token_to_image_k: torch.Tensor
     token_to_image_v: torch.Tensor
@@ -41,7 +42,9 @@ class Attention(ExportForm, nn.Module):
     (``_attend_block_diagonal``, ``_tokens_to_image``); on 2 cores OpenVINO decodes a box in 13.3 ms instead
     of 19.4 ms with it (best of 10, same run). The image -> token query projection moved to the key side as
     well (``_image_to_tokens``, format 6): on the 2-core AMD EPYC the microscopy 3D case's decoder took 51.0 and
-    52.0 s instead of 55.8 and 63.8 s (same run, interleaved, identical masks).
+    52.0 s instead of 55.8 and 63.8 s (same run, interleaved, identical masks). A prepared image's first-layer
+    projections are heads first (``image_heads``, format 11): on the 2-core Xeon with AMX that case's decoder
+    stage took 27.7 and 27.1 s instead of 30.1 and 29.0 s (interleaved, identical masks).
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -70,7 +73,9 @@ class Attention(ExportForm, nn.Module):
         return (x.unflatten(1, (self.num_heads, -1)) * mask).sum(1)
 
     def _attend_block_diagonal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``attend`` with the heads as block-diagonal matrices instead of a heads axis.
+        """``attend`` with the heads as block-diagonal matrices instead of a heads axis, for q with at least as
+        many tokens as k (the prompt tokens' self-attention; the prompts-to-image attentions take
+        ``_tokens_to_image`` or a heads-first image side, ``image_heads``).
 
         The side with fewer tokens is copied once per head with the other heads' channels zeroed, so every
         product is one matmul over the full width: (4096 image tokens) x (8 heads x 7 prompt tokens) rather
@@ -79,13 +84,9 @@ class Attention(ExportForm, nn.Module):
         sums. Same sums in another order: float rounding.
         """
         mask = self._head_mask(q)
+        keys = self._spread(k, mask)  # (B, heads * Nk, internal)
         scale = math.sqrt(q.shape[-1] // self.num_heads)
-        if q.shape[1] >= k.shape[1]:  # image -> tokens: spread the keys and values over the heads
-            keys = self._spread(k, mask)  # (B, heads * Nk, internal)
-            return self._weighted_values((keys @ q.transpose(1, 2)) / scale, self._spread(v, mask))
-        queries = self._spread(q, mask)  # tokens -> image: (B, heads * Nq, internal)
-        attn = torch.softmax((queries @ k.transpose(1, 2)) / scale, dim=-1)  # (B, heads * Nq, Nk)
-        return self.out_proj(self._own_heads(attn @ v, mask))
+        return self._weighted_values((keys @ q.transpose(1, 2)) / scale, self._spread(v, mask))
 
     def _tokens_to_image(self, q: torch.Tensor, image_k: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
         """Few projected queries (B, Nq, internal) against unprojected image inputs (B or 1, 4096, dim), the
@@ -136,12 +137,32 @@ class Attention(ExportForm, nn.Module):
             return self._image_to_tokens(q, self.k_proj(k), self.v_proj(v))
         return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
 
+    def image_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """A projection of the image tokens (B, 4096, internal) as ``attend`` takes it: heads first, (B, heads,
+        4096, head_dim), in the exported form (made once per image, so no box pays the layout change), else as
+        it is."""
+        return self._heads(x) if self.export_form else x
+
+    def _image_heads_to_tokens(self, image_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Image queries heads first (B, heads, 4096, head_dim; ``image_heads``) against projected prompt keys
+        and values (B, Nk, internal) -> (B, 4096, dim), the softmax over each head's Nk tokens as in
+        ``_weighted_values``."""
+        scores = (self._heads(k) @ image_q.transpose(2, 3)).flatten(1, 2)  # (B, heads * Nk, 4096)
+        return self._weighted_values(scores / math.sqrt(image_q.shape[-1]), self._spread(v, self._head_mask(v)))
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Already projected q (B, Nq, internal), k and v (B, Nk, internal) -> (B, Nq, dim); batches of 1
-        broadcast against the others."""
-        if self.export_form:
+        broadcast against the others. In the exported form a prepared image's side comes heads first
+        (``image_heads``, export format 11): each head's scores then use its own 16 channels, where the
+        block-diagonal form multiplies all 128 and 112 of the products are exact zeros. The first layer's two
+        image-side score products took 2.47 + 0.70 ms of a box on one thread block-diagonal and 0.85 + 0.41 ms
+        heads first (2-core Xeon with AMX, PERF_COUNT); the box logits came out the same bit for bit."""
+        if self.export_form and q.dim() == 4:
+            return self._image_heads_to_tokens(q, k, v)
+        if self.export_form and k.dim() == 3 and q.shape[1] >= k.shape[1]:
             return self._attend_block_diagonal(q, k, v)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        # SAM's form, and the exported form's prompt queries against image keys and values already heads first
+        q, k, v = (x if x.dim() == 4 else self._heads(x) for x in (q, k, v))
         attn = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])
         out = torch.softmax(attn, dim=-1) @ v
         b, h, n, c = out.shape
@@ -168,10 +189,11 @@ class TwoWayAttentionBlock(nn.Module):
     def image_projections(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageProjections:
         """The projections of the image tokens (B, 4096, 256) that this block would make from them."""
         k = keys + key_pe
+        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         return ImageProjections(
-            self.cross_attn_token_to_image.k_proj(k),
-            self.cross_attn_token_to_image.v_proj(keys),
-            self.cross_attn_image_to_token.q_proj(k),
+            to_image.image_heads(to_image.k_proj(k)),
+            to_image.image_heads(to_image.v_proj(keys)),
+            to_token.image_heads(to_token.q_proj(k)),
         )
 
     def forward(
