@@ -44,7 +44,7 @@ class Attention(ExportForm, nn.Module):
     well (``_image_to_tokens``, format 6): on the 2-core AMD EPYC the microscopy 3D case's decoder took 51.0 and
     52.0 s instead of 55.8 and 63.8 s (same run, interleaved, identical masks). A prepared image's first-layer
     projections are heads first (``image_heads``, format 11): on the 2-core Xeon with AMX that case's decoder
-    stage took 27.7 and 27.1 s instead of 30.1 and 29.0 s (interleaved, identical masks).
+    stage took 28.8 s instead of 31.1 s (means of four runs each, interleaved, identical masks).
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
