@@ -74,14 +74,13 @@ class Attention(ExportForm, nn.Module):
 
     def _attend_block_diagonal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``attend`` with the heads as block-diagonal matrices instead of a heads axis, for q with at least as
-        many tokens as k (the prompt tokens' self-attention; the prompts-to-image attentions take
-        ``_tokens_to_image`` or a heads-first image side, ``image_heads``).
+        many tokens as k: in the exported graphs only the prompt tokens' self-attention (7 x 7) comes here; the
+        prompts-to-image attentions take ``_tokens_to_image`` or a heads-first image side (``image_heads``), the
+        image-to-prompts ones ``_image_to_tokens`` or ``_image_heads_to_tokens``.
 
-        The side with fewer tokens is copied once per head with the other heads' channels zeroed, so every
-        product is one matmul over the full width: (4096 image tokens) x (8 heads x 7 prompt tokens) rather
-        than 8 matmuls of width 16 behind layout transposes. The added terms are exact zeros; with many
-        queries, ``out_proj`` is applied to the 56 value rows before the weighted sum rather than to the 4096
-        sums. Same sums in another order: float rounding.
+        k and v are copied once per head with the other heads' channels zeroed, so each product is one matmul
+        over the full width (the added terms are exact zeros) and the scores come laid out for
+        ``_weighted_values``. Same sums in another order: float rounding.
         """
         mask = self._head_mask(q)
         keys = self._spread(k, mask)  # (B, heads * Nk, internal)
