@@ -56,9 +56,9 @@ def test_exported_form_is_scoped_and_restored_after_an_error(checkpoint_path):
     """Training and the torch engine keep SAM's form: the switch holds only inside the block, errors too."""
     model, _ = load_model(checkpoint_path("seeded"))
     parts = [m for m in model.modules() if isinstance(m, ExportForm)]
-    assert len(parts) == 2 * 3 + 1 + 1 + 10 + 3, (
-        "every Attention of the decoder (2 layers x 3, the final one), the encoder, its 10 attention blocks and its "
-        "3 patch merges")
+    assert len(parts) == 2 * 3 + 1 + 1 + 10 + 10 + 3, (
+        "every Attention of the decoder (2 layers x 3, the final one), the encoder, its 10 attention blocks, their "
+        "10 window attentions and its 3 patch merges")
     with pytest.raises(RuntimeError), exported_form(model):
         assert all(m.export_form for m in parts)
         raise RuntimeError("traced graph failed")

@@ -1,6 +1,7 @@
-"""The encoder's exported form: its first stage in strips of rows (``modeling.row_strips``) and its grids turned
-into tokens by one 4-D permutation (``modeling.common.grid_to_tokens``): the same sums as SAM's form, so OpenVINO
-gives the exported embedding bit for bit and torch within rounding."""
+"""The encoder's exported form: its first stage in strips of rows (``modeling.row_strips``), its grids turned
+into tokens by one 4-D permutation (``modeling.common.grid_to_tokens``) and each window attention's q, k and v from
+linears of their own (``modeling.image_encoder.WindowAttention``): the same sums as SAM's form, so OpenVINO gives
+the exported embedding bit for bit and torch within rounding."""
 from __future__ import annotations
 
 import warnings
@@ -40,9 +41,10 @@ def _runtime_token_transposes(compiled) -> int:
 
 @pytest.mark.parametrize("which", ["seeded", "official"])
 def test_exported_encoder_equals_sams_form_bit_for_bit(exports, checkpoint_path, tmp_path, which):
-    """The export (the first stage in strips, grids turned into tokens by one 4-D permutation) against the same
-    encoder converted in SAM's form, both in OpenVINO: the same embedding, with the convolutions' layout
-    handed straight to the tokens instead of reordered back and transposed."""
+    """The export (the first stage in strips, grids turned into tokens by one 4-D permutation, q, k and v from
+    three linears) against the same encoder converted in SAM's form, both in OpenVINO: the same embedding, with the
+    convolutions' layout handed straight to the tokens instead of reordered back and transposed, and no split of
+    the attentions' qkv columns."""
     from medsam_lite.engines.openvino_engine import compile_config
     from medsam_lite.engines.openvino_import import import_converter, import_openvino
 
@@ -58,6 +60,8 @@ def test_exported_encoder_equals_sams_form_bit_for_bit(exports, checkpoint_path,
     whole_model, export_model = convert(tmp_path / "whole.onnx"), core.read_model(exports(which) / MODEL_FILES["encoder"])
     convolutions = [sum(op.get_type_name() == "Convolution" for op in m.get_ops()) for m in (whole_model, export_model)]
     assert convolutions[1] > convolutions[0], "the export holds the first stage in strips"
+    splits = [sum(op.get_type_name() == "VariadicSplit" for op in m.get_ops()) for m in (whole_model, export_model)]
+    assert splits == [10, 0], "SAM's form splits each of the 10 attentions' qkv columns; the export has 3 linears"
     whole, exported = (core.compile_model(m, "CPU", config) for m in (whole_model, export_model))
     # SAM's form: after each of the 10 attention blocks' local convolutions and the 3 patch merges.
     assert _runtime_token_transposes(whole) >= 13 and _runtime_token_transposes(exported) == 0

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 11  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
+MANIFEST_FORMAT = 12  # 2: the decoder in two graphs (per image, per box); 3: and the point-prompt decoder;
 # 4: the decoder attention's exported form (modeling.common.exported_form); 5: the encoder's first stage in
 # strips of rows (modeling.row_strips); 6: the second layer's image -> token query projection on the key side;
 # 7: the final attention for the one token a box's mask reads, the upscaling on strips of image tokens; 8: the box
@@ -15,7 +15,8 @@ MANIFEST_FORMAT = 11  # 2: the decoder in two graphs (per image, per box); 3: an
 # over each head's 7 prompt tokens (modeling.transformer.Attention._weighted_values); 10: the encoder's grids turned
 # back into tokens by one 4-D permutation, which OpenVINO folds into its convolutions' layout
 # (modeling.common.grid_to_tokens); 11: the first layer's image-side projections heads first, so that each head's
-# scores use its own channels (modeling.transformer.Attention.image_heads)
+# scores use its own channels (modeling.transformer.Attention.image_heads); 12: the encoder attention's q, k and v
+# each from a linear of its own, not split from one (modeling.image_encoder.WindowAttention._qkv)
 MODEL_FILES = {
     "encoder": "image_encoder.xml",
     "decoder_image": "decoder_image.xml",
