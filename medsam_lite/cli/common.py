@@ -108,7 +108,7 @@ PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(list(CHOICES)), default="f32", show_default=True,
     help="f32: exact. bf16, int8, mixed (OpenVINO only): faster but approximate (not the official numbers). fast: "
          "the fastest mode measured to be 2x f32 and keep accuracy on this kind of CPU (README, 'Precision modes': "
-         "f32 on every kind measured so far; mixed keeps the accuracy and is about 2x on a Xeon with AMX); the log "
+         "f32 on every kind measured so far; mixed is about 2x on a Xeon with AMX, its worst case at the bar); the log "
          "and the timing CSV say which ran.")
 
 

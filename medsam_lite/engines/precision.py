@@ -5,9 +5,9 @@ transformer stages and neck under the bf16 hint: ``engines.encoder_split``) are 
 in every mode. ``fast`` is the fastest mode measured to meet the bar below (speed and accuracy) on this kind of CPU
 (official weights, every labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``). The kind is
 told by the instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode
-meets the bar on any kind measured, and ``fast`` runs f32 everywhere: ``mixed`` keeps the accuracy on the Xeon with
-AMX but its speed-up sits on the 2x line (the AMX rule's numbers below); the log and the timing CSV say which mode ran
-and why.
+meets the bar on any kind measured, and ``fast`` runs f32 everywhere: on the Xeon with AMX ``mixed`` sits on the
+lines of the bar, its speed-up at 2x and its worst case at 0.03 (the AMX rule's numbers below); the log and the timing
+CSV say which mode ran and why.
 """
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ class FastRule:
 FAST_RULES = (
     FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
              "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: mixed (stage 0 f32, the rest "
-             "bf16) keeps the accuracy (mean DSC -0.0012, NSD -0.0001, worst case -0.028) but its encoder runs x1.86-"
-             "2.06 of f32's in nine measurements on two days, under 2x in five (median 2.00); bf16 (the encoder) "
-             "x2.50, worst case -0.059 (hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050"),
+             "bf16) kept the accuracy with export format 11 (mean DSC -0.0012, NSD -0.0001, worst case -0.028) but ran "
+             "x1.86-2.06 of f32's in nine measurements on two days, under 2x in five (median 2.00); with format 12 "
+             "(q, k, v as three linears) x2.04 and worst case -0.033 (CT lesion 000010); bf16 (the encoder) x2.50, "
+             "worst case -0.059 (hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
              "2-core AMD EPYC Zen 5, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: bf16 (the encoder) "
              "x1.78-1.85, mean DSC -0.0071, worst case -0.058; int8 (the linears, the rest bf16) x2.27-2.43, mean DSC "
