@@ -120,6 +120,11 @@ def load_reference(which: str, case: str) -> np.ndarray:
     return np.load(shared_path(REFERENCES[which], "segs", case))["segs"]
 
 
+def op_count(model, kind: str) -> int:
+    """How many operations of type ``kind`` (``"MatMul"``, ``"VariadicSplit"``, ...) an OpenVINO model holds."""
+    return sum(op.get_type_name() == kind for op in model.get_ops())
+
+
 def free_port() -> int:
     import socket
 

@@ -10,7 +10,7 @@ from medsam_lite.engines.checkpoint import load_model
 from medsam_lite.core.preprocess import box_to_256, image_to_model_input
 from medsam_lite.modeling.common import exported_form
 
-from .conftest import ROOT, shared_case
+from .conftest import ROOT, op_count, shared_case
 
 CHECKPOINTS = ["seeded", "demo", "random"]  # demo/random: the shared checkpoints (skipped without them)
 
@@ -88,8 +88,8 @@ def test_exported_upscaling_in_strips_equals_the_whole_bit_for_bit(checkpoint_pa
     strips_models = decoder_models(model)
     monkeypatch.setattr(mask_decoder, "UPSCALE_ROWS", 4096)
     whole_models = decoder_models(model)
-    matmuls = [sum(op.get_type_name() == "MatMul" for op in box.get_ops()) for _, box in (whole_models, strips_models)]
-    assert matmuls[1] > matmuls[0], "the box part holds the upscaling in strips"
+    assert op_count(strips_models[1], "MatMul") > op_count(whole_models[1], "MatMul"), (
+        "the box part holds the upscaling in strips")
     whole, strips = compile_box_decoder(*whole_models, config), compile_box_decoder(*strips_models, config)
     expected, got = whole.logits(embedding.numpy(), boxes.numpy()), strips.logits(embedding.numpy(), boxes.numpy())
     assert got.shape == (6, 256, 256) and (got > 0).any() and (got < 0).any()
