@@ -17,7 +17,7 @@ error of that size).
 
 ``--mixed`` splits the encoder at each stage boundary into two compiled parts (fp32, then bf16), chained as the
 engine's ``mixed`` chains them, and prints the embedding's relative error against fp32 on five ``cases_mm`` images
-and the ms per pass (that error does not rank the splits as the cases do: README, 'Precision modes').
+and the ms per pass (that error does not rank the splits as the cases do: docs/precision.md).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ float32: 8 MiB) handed to the second where it lies (``ChainedRequest``).
 
 Why stage 0: on the hippocampus volumes, the cases that decide every approximate mode, stage 0 alone in bf16 moves
 DSC by -0.012 on average while the rest of the encoder in bf16 moves it by -0.001 (10 volumes, official weights,
-2-core Xeon with AMX; README, 'Precision modes').
+2-core Xeon with AMX; docs/precision.md).
 """
 from __future__ import annotations
 

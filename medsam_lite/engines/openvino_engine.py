@@ -114,7 +114,7 @@ class OpenVINOEngine:
         # The precision applies to the encoder alone; the decoder's parts always run f32. Measured on the 2-core
         # AMD EPYC Zen 5 (official weights, the 42 labelled cases of bench_precision.py): the bf16 hint on every
         # part cost mean DSC -0.0137 and the fundus case 0.41 -> 0.14; on the encoder alone mean DSC -0.0071,
-        # fundus -0.007, worst case -0.058 (README, "Precision modes"); a box decodes in about 7 ms in f32 there.
+        # fundus -0.007, worst case -0.058 (docs/precision.md); a box decodes in about 7 ms in f32 there.
         self._encoder_config, self._decoder_config = compile_config(precision, threads), compile_config("f32", threads)
         self._encode_request = None
         self._encode_streams: list | None = None  # encode_pair's requests, compiled on its first call
