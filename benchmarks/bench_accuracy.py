@@ -27,6 +27,7 @@ import numpy as np
 
 from evaluation.runner import CaseRow, evaluate_case, modality, summarise
 from medsam_lite.engines import create_engine
+from medsam_lite.engines.precision import MODES
 from medsam_lite.batch.runner import run_folder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -76,7 +77,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights [default: as predict finds them]")
     parser.add_argument("--engine", default="auto", choices=["auto", "openvino", "torch"])
     parser.add_argument("--export-dir", type=Path, default=None)
-    parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8", "mixed"])
+    parser.add_argument("--precision", default="f32", choices=list(MODES))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reference", type=Path, nargs="*", default=[], help="metrics CSVs to compare with")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-case rows here")

@@ -5,7 +5,7 @@ Modes (each a CLI invocation on a folder holding just that case):
   decoder call per box), with what the official script pays as a user runs it: torch, matplotlib and pandas
   imports and the dpi-300 matplotlib overlay it saves for every case;
 - ``torch``: our default schedule (each slice encoded once) on the torch engine;
-- ``openvino``, ``bf16``, ``int8``, ``mixed``: our default schedule on the OpenVINO engine (``--export-dir``, made by
+- ``openvino``, ``bf16``, ``int8``, ``mixed``, ``bf16-linears``: our default schedule on the OpenVINO engine (``--export-dir``, made by
   ``medsam-lite export``; int8 needs ``export --int8``).
 Prints seconds per case and mode, the ratio official/mode, encoder passes and peak RSS of the process, and
 a start-up row: the same command on a case with no boxes (no encoder pass).
@@ -35,6 +35,7 @@ MODES = {
     "bf16": ["--engine", "openvino", "--precision", "bf16"],
     "int8": ["--engine", "openvino", "--precision", "int8"],
     "mixed": ["--engine", "openvino", "--precision", "mixed"],
+    "bf16-linears": ["--engine", "openvino", "--precision", "bf16-linears"],
 }
 
 

@@ -1,5 +1,6 @@
 """``--precision mixed``: the image encoder cut at stage 1's input, the head (patch embedding and stage 0) f32 and
-the tail under the bf16 hint; the cut itself, and the mode on the real weights and real images."""
+the tail under the bf16 hint; the cut itself, and the mode (beside ``bf16-linears``, the other mode that keeps part
+of the encoder f32; its rewrite in test_linears_bf16) on the real weights and real images."""
 from __future__ import annotations
 
 import shutil
@@ -49,25 +50,27 @@ def test_the_cut_encoder_in_f32_is_the_whole_encoder(exports):
         split_encoder(core, xml, "layers.9")
 
 
-def test_mixed_on_the_real_weights_is_nearer_fp32_than_bf16(exports, tmp_path):
-    """The official weights on three real images: the mixed embedding is nearer the f32 one than bf16's (where
-    the CPU has bf16 units, so that the hint changes anything), the decoder stays f32, a pair is two single
+@pytest.mark.parametrize("mode, share", [("mixed", 1.0), ("bf16-linears", 0.5)])
+def test_the_partly_bf16_modes_on_the_real_weights_are_nearer_fp32_than_bf16(exports, tmp_path, mode, share):
+    """The official weights on three real images: where the CPU has bf16 units the embedding moves, by less than
+    bf16's move (mixed) or less than half of it (bf16-linears; the 18 `cases_mm` images on the Xeon with AMX: mixed
+    0.023-0.042 by norm, bf16-linears 0.013-0.022, bf16 0.033-0.058); the decoder stays f32, a pair is two single
     passes bit for bit, and the engine made again (from its model cache) gives the same embedding."""
-    export = tmp_path / "export"  # a cache-mixed of its own, beside no other test's
+    export = tmp_path / "export"  # a model cache of its own, beside no other test's
     shutil.copytree(exports("official"), export)
-    exact, bf16, mixed = (OpenVINOEngine(export, precision=p) for p in ("f32", "bf16", "mixed"))
+    exact, bf16, ours = (OpenVINOEngine(export, precision=p) for p in ("f32", "bf16", mode))
     names = ["2DBox_CT_BP00_lung.npz", "2DBox_MR_BP10_brain.npz", "2DBox_Fundus_BP23_retinal.npz"]
     for name in names:
         case = load_case(shared_path("cases_mm", "imgs", name))
         image = image_to_model_input(case.image)[0]
-        reference, approximate, ours = exact.encode(image), bf16.encode(image), mixed.encode(image)
+        reference, approximate, embedding = exact.encode(image), bf16.encode(image), ours.encode(image)
         if "avx512_bf16" in cpu_flags():
-            assert 0 < _relative(ours, reference) < _relative(approximate, reference), name
-        else:  # no bf16 units: the hint runs f32
-            assert _relative(ours, reference) < 1e-5, name
+            assert 0 < _relative(embedding, reference) < share * _relative(approximate, reference), name
+        else:  # no bf16 instructions: OpenVINO runs the hint in f32; bf16 in the graph as f32 or emulated
+            assert _relative(embedding, reference) < (1e-5 if mode == "mixed" else 0.03), name
         boxes = box_to_256(case.boxes, case.image.shape[:2]).astype(np.float32)
-        assert np.array_equal(mixed.logits(ours, boxes), exact.logits(ours, boxes))
-    first, second = mixed.encode_pair(image, image)
-    assert np.array_equal(first, ours) and np.array_equal(second, ours)
-    assert any((export / "cache-mixed").iterdir())
-    assert np.array_equal(OpenVINOEngine(export, precision="mixed").encode(image), ours)
+        assert np.array_equal(ours.logits(embedding, boxes), exact.logits(embedding, boxes))
+    first, second = ours.encode_pair(image, image)
+    assert np.array_equal(first, embedding) and np.array_equal(second, embedding)
+    assert any((export / f"cache-{mode}").iterdir())
+    assert np.array_equal(OpenVINOEngine(export, precision=mode).encode(image), embedding)

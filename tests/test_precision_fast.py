@@ -51,9 +51,9 @@ def test_fast_on_a_xeon_with_amx_says_why_mixed_is_not_it():
 
 
 def test_named_modes_are_run_as_named():
-    for mode in ("f32", "bf16", "int8", "mixed"):
+    for mode in ("f32", "bf16", "int8", "mixed", "bf16-linears"):
         assert resolve(mode) == precision.Precision(mode, mode) and resolve(mode).label == mode
-    with pytest.raises(ValueError, match="precision must be one of f32, bf16, int8, mixed, fast"):
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16, int8, mixed, bf16-linears, fast"):
         resolve("fp16")
 
 

@@ -34,7 +34,7 @@ class CaseResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     model: str = ""
-    precision: str = ""  # the mode that ran (f32, bf16, int8, mixed), "fast=" before it when --precision fast chose it
+    precision: str = ""  # the mode that ran (engines.precision.MODES), "fast=" before it when --precision fast chose it
     notes: list[str] = field(default_factory=list)  # said once per run by the caller
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (medsam_lite.core.timing.STAGES)
 

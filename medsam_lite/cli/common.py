@@ -106,10 +106,10 @@ EXPORT_DIR_OPTION = click.option(
 
 PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(list(CHOICES)), default="f32", show_default=True,
-    help="f32: exact. bf16, int8, mixed (OpenVINO only): faster but approximate (not the official numbers). fast: "
-         "the fastest mode measured to be 2x f32 and keep accuracy on this kind of CPU (README, 'Precision modes': "
-         "f32 on every kind measured so far; mixed is about 2x on a Xeon with AMX, its worst case at the bar); the log "
-         "and the timing CSV say which ran.")
+    help="f32: exact. bf16, int8, mixed, bf16-linears (OpenVINO only): faster but approximate (not the official "
+         "numbers). fast: the fastest mode measured to be 2x f32 and keep accuracy on this kind of CPU (README, "
+         "'Precision modes': f32 on every kind measured so far; on a Xeon with AMX mixed is about 2x, its worst case "
+         "at the bar, and bf16-linears keeps the accuracy at about 1.6x); the log and the timing CSV say which ran.")
 
 
 class Stopped(KeyboardInterrupt):

@@ -21,7 +21,7 @@ class Engine(Protocol):
     name: str
     encoder_passes: int
     slice_pairs: bool  # a volume's slices go two side by side (through ``encode_pair``); False without it
-    precision_label: str  # the mode that runs (f32, bf16, int8, mixed); "fast=" before it when fast chose it
+    precision_label: str  # the mode that runs (engines.precision.MODES); "fast=" before it when fast chose it
 
     def ready(self) -> None: ...
 

@@ -20,6 +20,7 @@ from medsam_lite.core.timing import stage
 from medsam_lite.engines.box_decoder import BoxDecoder
 from medsam_lite.engines.cpu import pair_rule
 from medsam_lite.engines.encoder_split import MIXED_FIRST_BF16_STAGE, ChainedRequest, split_encoder
+from medsam_lite.engines.linears_bf16 import linears_in_bf16
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
 from medsam_lite.engines.precision import resolve
@@ -31,7 +32,8 @@ ov = import_openvino()
 def compile_config(precision: str, threads: int | None) -> dict:
     """CPU plugin settings: latency mode, one stream, f32 unless bf16, int8 or mixed was asked for explicitly
     (int8: the int8 encoder's linears in int8, its other layers under the bf16 hint, batch.int8 says why; mixed:
-    these are the settings of the encoder's tail, its head compiles f32, engines.encoder_split says why)."""
+    these are the settings of the encoder's tail, its head compiles f32, engines.encoder_split says why;
+    bf16-linears compiles f32, its bf16 is in the graph, engines.linears_bf16)."""
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
@@ -64,7 +66,7 @@ def streams_config(config: dict, threads: int) -> dict | None:
 
 
 def model_cache_dir(export_dir: Path, precision: str = "f32") -> Path | None:
-    """``export_dir/cache`` (``cache-bf16``, ``cache-int8``, ``cache-mixed`` for the approximate precisions; made
+    """``export_dir/cache`` (``cache-bf16``, ``cache-int8``, ... for the approximate precisions; made
     if possible) when it can be read: compiled models load from it in about half the time of a compile. A cache
     this user cannot write is still read (a runtime image ships one made at build time); a missing model there is
     then compiled, and not stored. One folder per precision: on a 2-core Xeon with AMX (OpenVINO 2026.4.1), a
@@ -102,7 +104,7 @@ class OpenVINOEngine:
                 raise ExportError(f"the int8 encoder in {self.export_dir} has every layer in int8 (made before "
                                   f"2026-12-05; it loses up to 0.16 DSC on a real case); re-run {remake}")
         self.manifest = manifest
-        self.precision = precision  # the mode that runs (f32, bf16, int8, mixed)
+        self.precision = precision  # the mode that runs (f32, bf16, int8, mixed, bf16-linears)
         self.precision_label = chosen.label  # the timing CSV's: the mode, "fast=" before it when fast chose it
         self.notes: list[str] = []
         core = ov.Core()
@@ -117,6 +119,7 @@ class OpenVINOEngine:
         # fundus -0.007, worst case -0.058 (docs/precision.md); a box decodes in about 7 ms in f32 there.
         self._encoder_config, self._decoder_config = compile_config(precision, threads), compile_config("f32", threads)
         self._encode_request = None
+        self._encoder_model = None  # the encoder rewritten for bf16-linears (None: the export's file as it is)
         self._encode_streams: list | None = None  # encode_pair's requests, compiled on its first call
         # whether a volume's slices go two side by side (segment_3d, encode_pair): where that was measured to pay
         # on this kind of CPU (engines.cpu.PAIR_RULES); the embeddings are the same either way
@@ -159,13 +162,13 @@ class OpenVINOEngine:
         (compiled when BoxDecoder first decodes boxes side by side); [] with one thread."""
         return self._stream_requests(MODEL_FILES["decoder"], self._boxes.threads)
 
-    def _stream_requests(self, model_file: str, threads: int) -> list:
-        """Requests of ``export_dir/model_file`` compiled as two streams sharing ``threads`` (``streams_config``);
-        [] for a single thread."""
+    def _stream_requests(self, model_file: str, threads: int, model=None) -> list:
+        """Requests of ``export_dir/model_file`` (or ``model``, its rewritten form) compiled as two streams sharing
+        ``threads`` (``streams_config``); [] for a single thread."""
         config = streams_config(self._config(model_file), threads)
         if config is None:
             return []
-        compiled = self._compiled(model_file, config)
+        compiled = self._compiled(model_file, config, model)
         return [compiled.create_infer_request() for _ in range(config["NUM_STREAMS"])]
 
     def _compile_encoder(self) -> None:
@@ -178,7 +181,10 @@ class OpenVINOEngine:
                     self._compiled(self._encoder_file, f32, head).create_infer_request(),
                     self._compiled(self._encoder_file, self._encoder_config, tail).create_infer_request())
             else:
-                self._encode_request = self._compile(self._encoder_file)
+                if self.precision == "bf16-linears":  # the linears on the bf16 units, the rest f32
+                    self._encoder_model = linears_in_bf16(self._core.read_model(self.export_dir / self._encoder_file))
+                compiled = self._compiled(self._encoder_file, model=self._encoder_model)
+                self._encode_request = compiled.create_infer_request()
         except ExportError as exc:
             self._encoder_error = exc
         except Exception as exc:  # e.g. MemoryError: still one line, from ready()
@@ -217,7 +223,7 @@ class OpenVINOEngine:
                     self.ready()
             threads = int(self._encode_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS"))
             with stage("encoder"):
-                self._encode_streams = self._stream_requests(self._encoder_file, threads)
+                self._encode_streams = self._stream_requests(self._encoder_file, threads, self._encoder_model)
         return self._encode_streams
 
     def encode_pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,7 @@ class LabelMap(BaseModel):
 class Info(BaseModel):
     version: str
     engine: str
-    precision: str  # the mode that runs (f32, bf16, int8, mixed), "fast=" before it when --precision fast chose it
+    precision: str  # the mode that runs (engines.precision.MODES), "fast=" before it when --precision fast chose it
     model_sha256: Optional[str]
     model: str
     cache: dict
