@@ -8,11 +8,12 @@ Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) 
 ``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
 (the encoder under OpenVINO's bf16 inference precision hint, the decoder f32), ``int8`` (the export's int8
 encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), ``mixed`` (the
-encoder's stage 0 f32, the rest under the bf16 hint: ``engines.encoder_split``), and ``noiseLEVEL`` (not a mode:
+encoder's stage 0 f32, the rest under the bf16 hint: ``engines.encoder_split``), ``bf16-linears`` (the encoder's
+linears in bf16, the rest f32: ``engines.linears_bf16``), and ``noiseLEVEL`` (not a mode:
 ``noise0.04`` is f32 with seeded random noise of 4 % of each embedding's norm, how sensitive each case is to an
 error of that size).
 
-    python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8 mixed] [--hippocampus 10]
+    python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8 mixed bf16-linears] [--hippocampus 10]
     python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it
 
 ``--mixed`` splits the encoder at each stage boundary into two compiled parts (fp32, then bf16), chained as the
@@ -154,8 +155,8 @@ def fmt(value: float | None, signed: bool = False) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-dir", type=Path, required=True, help="OpenVINO export of the official weights")
-    parser.add_argument("--modes", nargs="+", default=["f32", "bf16", "int8", "mixed"],
-                        help="f32, bf16, int8, mixed, and noiseLEVEL (e.g. noise0.04: f32 with random embedding noise)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES),
+                        help=f"{', '.join(MODES)}, and noiseLEVEL (e.g. noise0.04: f32 with random embedding noise)")
     parser.add_argument("--hippocampus", type=int, default=10, help="hippocampus volumes, evenly spaced")
     parser.add_argument("--mixed", action="store_true", help="only the fp32-then-bf16 split table")
     args = parser.parse_args()
