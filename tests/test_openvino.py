@@ -16,7 +16,9 @@ from medsam_lite.io.challenge import load_case
 from medsam_lite.cli import main
 from medsam_lite.engines import ExportError, create_engine
 from medsam_lite.engines.openvino_engine import OpenVINOEngine
+from medsam_lite.engines.cpu import cpu_flags
 from medsam_lite.engines.manifest import MANIFEST_FORMAT
+from medsam_lite.engines.precision import BF16_FLAGS, BF16_MODES
 from medsam_lite.batch.int8 import export_int8_encoder
 from evaluation.fidelity import compare
 from medsam_lite.core.postprocess import foreground, masks_from_logits, upscale_logits
@@ -207,6 +209,8 @@ def test_the_approximate_modes_are_near_f32_and_say_so(int8_exports, tmp_path, c
                    "mixed": "the image encoder's convolution stage f32, its transformer stages and neck bf16",
                    "bf16-linears": "the image encoder's linears in bf16, everything else f32"}
         assert f"--precision {precision} is approximate ({encoder[precision]}, the decoder f32)" in result.stderr
+        without_bf16 = precision in BF16_MODES and not cpu_flags() & BF16_FLAGS
+        assert ("this CPU has no bf16 instructions" in result.stderr) == without_bf16
 
 
 def test_int8_quantises_the_linears_alone(int8_exports, tmp_path):

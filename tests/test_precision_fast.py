@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from medsam_lite.cli import main
 from medsam_lite.engines import precision
 from medsam_lite.engines.cpu import cpu_flags
-from medsam_lite.engines.precision import FastRule, fast_rule, meets_bar, resolve
+from medsam_lite.engines.precision import BF16_MODES, FastRule, fast_rule, meets_bar, no_bf16_note, resolve
 
 from .conftest import ROOT
 
@@ -55,6 +55,14 @@ def test_named_modes_are_run_as_named():
         assert resolve(mode) == precision.Precision(mode, mode) and resolve(mode).label == mode
     with pytest.raises(ValueError, match="precision must be one of f32, bf16, int8, mixed, bf16-linears, fast"):
         resolve("fp16")
+
+
+def test_the_bf16_modes_say_where_the_cpu_has_no_bf16_instructions():
+    for mode in BF16_MODES:
+        note = no_bf16_note(mode, cpu_flags(LAPTOP))
+        assert note.startswith("this CPU has no bf16 instructions") and f"--precision {mode} " in note
+        assert no_bf16_note(mode, cpu_flags(XEON_AMX)) == no_bf16_note(mode, cpu_flags(EPYC_BF16)) == ""
+    assert no_bf16_note("int8", cpu_flags(LAPTOP)) == no_bf16_note("f32", cpu_flags(LAPTOP)) == ""
 
 
 def test_the_bar_rejects_the_measured_modes_and_takes_one_that_meets_it():

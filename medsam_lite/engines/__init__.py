@@ -11,7 +11,7 @@ from medsam_lite.engines.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, 
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.base import Engine
 from medsam_lite.engines.manifest import ExportError, check_matches, read_manifest
-from medsam_lite.engines.precision import resolve
+from medsam_lite.engines.precision import no_bf16_note, resolve
 
 ENGINES = ("auto", "openvino", "torch")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -165,6 +165,8 @@ def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, backgr
                    "bf16-linears": "the image encoder's linears in bf16, everything else f32"}
         notes.append(f"--precision {engine.precision} is approximate ({encoder[engine.precision]}, the decoder f32): "
                      f"masks may differ from the official fp32 model")
+        if note := no_bf16_note(engine.precision):
+            notes.append(note)
     if not background:
         engine.ready()
     return EngineChoice(engine, f"openvino {engine.precision_label} engine ({folder})", notes, digest)

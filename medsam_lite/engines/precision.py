@@ -85,6 +85,21 @@ class Precision:
         return f"fast={self.mode}" if self.asked == "fast" else self.mode
 
 
+# The modes whose speed comes from bf16 instructions (int8's comes from its int8 linears), and the flags that have them.
+BF16_MODES = ("bf16", "mixed", "bf16-linears")
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def no_bf16_note(mode: str, flags: frozenset[str] | None = None) -> str:
+    """The log's line where ``mode`` needs bf16 instructions this CPU (``flags``) lacks; "" otherwise. Measured
+    faster only on CPUs with them; without them OpenVINO runs bf16 as f32 (no AVX-512) or emulates it."""
+    flags = cpu_flags() if flags is None else flags
+    if mode not in BF16_MODES or flags & BF16_FLAGS:
+        return ""
+    return (f"this CPU has no bf16 instructions (avx512_bf16, amx_bf16): --precision {mode} was measured faster than "
+            f"f32 only on CPUs with them, and f32 is exact (README, 'Precision modes')")
+
+
 def resolve(asked: str, flags: frozenset[str] | None = None) -> Precision:
     """``asked`` (a mode or ``fast``) -> the mode to run on this CPU (``flags``: its instruction sets)."""
     if asked not in CHOICES:
