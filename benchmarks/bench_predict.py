@@ -5,8 +5,8 @@ Modes (each a CLI invocation on a folder holding just that case):
   decoder call per box), with what the official script pays as a user runs it: torch, matplotlib and pandas
   imports and the dpi-300 matplotlib overlay it saves for every case;
 - ``torch``: our default schedule (each slice encoded once) on the torch engine;
-- ``openvino``, ``bf16``, ``int8``, ``mixed``, ``bf16-linears``: our default schedule on the OpenVINO engine (``--export-dir``, made by
-  ``medsam-lite export``; int8 needs ``export --int8``).
+- ``openvino``, ``bf16``, ``int8``, ``mixed``, ``bf16-linears``: our default schedule on the OpenVINO engine
+  (``--export-dir``, made by ``medsam-lite export``; int8 needs ``export --int8``).
 Prints seconds per case and mode, the ratio official/mode, encoder passes and peak RSS of the process, and
 a start-up row: the same command on a case with no boxes (no encoder pass).
 Needs ``pip install matplotlib pandas`` for the official mode.

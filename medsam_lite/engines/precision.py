@@ -42,9 +42,10 @@ class FastRule:
     measured: str  # why: the numbers (official weights, real labelled cases) behind the choice
 
 
-# Most specific kind first. bf16, int8 and mixed only pay where the CPU has units for them (without avx512_bf16
-# OpenVINO runs a bf16 hint in f32), and their accuracy cost is the model's own, not the CPU's (bf16 lost the same
-# 0.0585 on the same hippocampus volume on the Xeon and on the Zen 5).
+# Most specific kind first. The approximate modes only pay where the CPU has units for them (without avx512_bf16
+# OpenVINO runs bf16 in f32, or emulates it where there is AVX-512, by its CPU plugin's source; never measured
+# faster), and their accuracy cost is the model's own, not the CPU's (bf16 lost the same 0.0585 on the same
+# hippocampus volume on the Xeon and on the Zen 5).
 FAST_RULES = (
     FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
              "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: mixed (stage 0 f32, the rest "
