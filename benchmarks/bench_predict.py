@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_lite.engines import precision
+
 MODES = {
     "official": ["--engine", "torch", "--schedule", "official"],
     "torch": ["--engine", "torch"],
     "openvino": ["--engine", "openvino"],
-    "bf16": ["--engine", "openvino", "--precision", "bf16"],
-    "int8": ["--engine", "openvino", "--precision", "int8"],
-    "mixed": ["--engine", "openvino", "--precision", "mixed"],
-    "bf16-linears": ["--engine", "openvino", "--precision", "bf16-linears"],
+    # every approximate precision, named as --precision names it
+    **{mode: ["--engine", "openvino", "--precision", mode] for mode in precision.MODES if mode != "f32"},
 }
 
 
