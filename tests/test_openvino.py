@@ -206,7 +206,7 @@ def test_the_approximate_modes_are_near_f32_and_say_so(int8_exports, tmp_path, c
         assert result.exit_code == 0, result.stderr
         encoder = {"bf16": "the image encoder in bf16",
                    "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units",
-                   "mixed": "the image encoder's convolution stage f32, its transformer stages and neck bf16",
+                   "mixed": "the image encoder's convolution stage f32 but its MBConv projections, the rest bf16",
                    "bf16-linears": "the image encoder's linears in bf16, everything else f32"}
         assert f"--precision {precision} is approximate ({encoder[precision]}, the decoder f32)" in result.stderr
         without_bf16 = precision in BF16_MODES and not cpu_flags() & BF16_FLAGS

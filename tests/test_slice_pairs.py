@@ -113,6 +113,6 @@ def test_check_names_the_cpu_its_instruction_sets_and_what_its_kind_runs(exports
                               "avx512_vnni avx512_bf16); a volume's slices in pairs (AMD Zen 4 (family 25 with "
                               "AVX-512)); --precision fast runs f32 (AVX512-BF16 without AMX)")
     assert cpu_line(xeon).endswith("(avx2 avx512f avx512_bf16 amx_bf16 amx_int8); a volume's slices one at a time "
-                                   "(AMX (amx_bf16)); --precision fast runs f32 (AMX (amx_bf16, amx_int8))")
+                                   "(AMX (amx_bf16)); --precision fast runs mixed (AMX (amx_bf16, amx_int8))")
     done = CliRunner().invoke(main, ["check", "--export-dir", str(exports("seeded")), "--engine", "openvino"])
     assert done.exit_code == 0 and done.stdout.splitlines()[-1] == cpu_line(), done.stdout

@@ -108,8 +108,8 @@ PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(list(CHOICES)), default="f32", show_default=True,
     help="f32: exact. bf16, int8, mixed, bf16-linears (OpenVINO only): faster but approximate (not the official "
          "numbers). fast: the fastest mode measured to be 2x f32 and keep accuracy on this kind of CPU (README, "
-         "'Precision modes': f32 on every kind measured so far; on a Xeon with AMX mixed is about 2x, its worst case "
-         "at the bar, and bf16-linears keeps the accuracy at about 1.6x); the log and the timing CSV say which ran.")
+         "'Precision modes': mixed on a CPU with AMX, about 2.1x; f32 on every other kind measured so far); the log "
+         "and the timing CSV say which ran.")
 
 
 class Stopped(KeyboardInterrupt):

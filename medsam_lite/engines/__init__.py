@@ -161,7 +161,7 @@ def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, backgr
     if engine.precision != "f32":
         encoder = {"bf16": "the image encoder in bf16",
                    "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units",
-                   "mixed": "the image encoder's convolution stage f32, its transformer stages and neck bf16",
+                   "mixed": "the image encoder's convolution stage f32 but its MBConv projections, the rest bf16",
                    "bf16-linears": "the image encoder's linears in bf16, everything else f32"}
         notes.append(f"--precision {engine.precision} is approximate ({encoder[engine.precision]}, the decoder f32): "
                      f"masks may differ from the official fp32 model")

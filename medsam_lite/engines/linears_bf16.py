@@ -11,6 +11,8 @@ x1.58 of f32's (x1.54-1.60 in three runs; ``mixed`` x2.00, bf16 x2.44); over the
 it (one 4096 x 512 x 256 product: 0.0033 relative), so products split into bf16 pieces cannot give f32 sums back
 this way. The speed needs bf16 instructions: by the CPU plugin's source a CPU without AVX-512 (or AVX2-VNNI-2) gets
 the bf16 types compiled as f32, one with AVX-512 and no AVX512-BF16 gets them emulated (not measured).
+``ops_in_bf16``, the rewrite for any ops, also puts ``mixed``'s MBConv projections on the bf16 units
+(``encoder_split.mbconv_projections``).
 """
 from __future__ import annotations
 
@@ -29,14 +31,10 @@ def _weight_is_constant(output) -> bool:
     return node.get_type_name() == "Constant"
 
 
-def linears_in_bf16(model):
-    """Rewrite ``model`` (an ``ov.Model`` of the encoder, changed in place and returned): every MatMul with a
-    constant weight gets bf16 inputs and an f32 output. The bias after it stays f32: added in bf16 inside the product
-    the pass ran 6 % faster (221.0 -> 208.3 ms, Xeon with AMX) but the 42 cases lost more (mean DSC -0.0014 against
-    -0.0005, worst case -0.0245 against -0.0185; docs/precision.md)."""
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "MatMul" or not _weight_is_constant(op.input(1).get_source_output()):
-            continue
+def ops_in_bf16(model, ops) -> None:
+    """Give each op of ``ops`` (of ``model``, changed in place) bf16 inputs and its readers its output back in f32;
+    then the model's types are inferred again. The op runs on the bf16 units and rounds its output to bf16 (above)."""
+    for op in ops:
         readers = list(op.output(0).get_target_inputs())
         for port in op.inputs():
             port.replace_source_output(opset.convert(port.get_source_output(), "bf16").output(0))
@@ -44,6 +42,15 @@ def linears_in_bf16(model):
         for reader in readers:
             reader.replace_source_output(back.output(0))
     model.validate_nodes_and_infer_types()
+
+
+def linears_in_bf16(model):
+    """Rewrite ``model`` (an ``ov.Model`` of the encoder, changed in place and returned): every MatMul with a
+    constant weight gets bf16 inputs and an f32 output. The bias after it stays f32: added in bf16 inside the product
+    the pass ran 6 % faster (221.0 -> 208.3 ms, Xeon with AMX) but the 42 cases lost more (mean DSC -0.0014 against
+    -0.0005, worst case -0.0245 against -0.0185; docs/precision.md)."""
+    ops_in_bf16(model, [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+                        and _weight_is_constant(op.input(1).get_source_output())])
     return model
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from medsam_lite.core.timing import stage
 from medsam_lite.engines.box_decoder import BoxDecoder
 from medsam_lite.engines.cpu import pair_rule
-from medsam_lite.engines.encoder_split import MIXED_FIRST_BF16_STAGE, ChainedRequest, split_encoder
+from medsam_lite.engines.encoder_split import ChainedRequest, mixed_encoder
 from medsam_lite.engines.linears_bf16 import linears_in_bf16
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
 from medsam_lite.engines.openvino_import import import_openvino
@@ -174,8 +174,8 @@ class OpenVINOEngine:
     def _compile_encoder(self) -> None:
         """The encoder thread's work: its infer request, or the error that ``ready()`` raises."""
         try:
-            if self.precision == "mixed":  # the head (stage 0) f32, the tail under the bf16 hint
-                head, tail = split_encoder(self._core, self.export_dir / self._encoder_file, MIXED_FIRST_BF16_STAGE)
+            if self.precision == "mixed":  # the head (stage 0) f32 but its MBConv projections, the tail bf16
+                head, tail = mixed_encoder(self._core, self.export_dir / self._encoder_file)
                 f32 = self._decoder_config  # every decoder part's settings are f32's
                 self._encode_request = ChainedRequest(
                     self._compiled(self._encoder_file, f32, head).create_infer_request(),

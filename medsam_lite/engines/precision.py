@@ -1,14 +1,13 @@
 """Precision modes and what ``--precision fast`` runs on this CPU. ``f32`` is exact (the official numbers);
 ``bf16`` (the encoder under OpenVINO's bf16 inference precision hint), ``int8`` (the export's NNCF encoder: its
-linears in int8, its other layers under the bf16 hint) and ``mixed`` (the encoder's convolution stage f32, its
-transformer stages and neck under the bf16 hint: ``engines.encoder_split``) and ``bf16-linears`` (the encoder's
-linears on the bf16 units, everything else f32: ``engines.linears_bf16``) are approximate; the decoder runs f32 in
-every mode. ``fast`` is the fastest mode measured to meet the bar below (speed and accuracy) on this kind of CPU
-(official weights, every labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``). The kind is
-told by the instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. Today no approximate mode
-meets the bar on any kind measured, and ``fast`` runs f32 everywhere: on the Xeon with AMX ``mixed`` sits on the
-lines of the bar, its speed-up at 2x and its worst case at 0.03 (the AMX rule's numbers below); the log and the timing
-CSV say which mode ran and why.
+linears in int8, its other layers under the bf16 hint) and ``mixed`` (the encoder's convolution stage f32 but for
+its MBConv blocks' projections, its transformer stages and neck under the bf16 hint: ``engines.encoder_split``) and
+``bf16-linears`` (the encoder's linears on the bf16 units, everything else f32: ``engines.linears_bf16``) are
+approximate; the decoder runs f32 in every mode. ``fast`` is the fastest mode measured to meet the bar below (speed
+and accuracy) on this kind of CPU (official weights, every labelled real case of the shared fixtures,
+``benchmarks/bench_precision.py``). The kind is told by the instruction sets that decide OpenVINO's kernels; a kind
+never measured gets f32. On a CPU with AMX ``fast`` runs ``mixed``; on every other kind measured no approximate mode
+meets the bar and ``fast`` runs f32 (the rules' numbers below); the log and the timing CSV say which mode ran and why.
 """
 from __future__ import annotations
 
@@ -47,14 +46,13 @@ class FastRule:
 # faster), and their accuracy cost is the model's own, not the CPU's (bf16 lost the same 0.0585 on the same
 # hippocampus volume on the Xeon and on the Zen 5).
 FAST_RULES = (
-    FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "f32",
-             "2-core Xeon, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: mixed (stage 0 f32, the rest "
-             "bf16) kept the accuracy with export format 11 (mean DSC -0.0012, NSD -0.0001, worst case -0.028) but ran "
-             "x1.86-2.06 of f32's in nine measurements on two days, under 2x in five (median 2.00); with format 12 "
-             "(q, k, v as three linears) x2.04 and worst case -0.033 (CT lesion 000010); bf16 (the encoder) x2.50, "
-             "worst case -0.059 (hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050; "
-             "bf16-linears (the linears bf16, the rest f32) keeps the accuracy (mean DSC -0.0005, worst case -0.019) "
-             "but runs x1.54-1.60"),
+    FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "mixed",
+             "2-core Xeon, OpenVINO 2026.4.1, export format 12, 42 labelled cases, passes interleaved: mixed (stage 0 "
+             "f32 but its MBConv projections, the rest bf16) x2.05-2.13 of f32's in six measurements on 2026-12-07 "
+             "(the mixed before its bf16 projections x1.92-1.99 beside it, x1.86-2.06 before), mean DSC -0.0013, NSD "
+             "-0.0002, worst case -0.026 (CT lesion 000010); bf16 (the encoder) x2.44, worst case -0.060 "
+             "(hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050; bf16-linears (the linears "
+             "bf16, the rest f32) keeps the accuracy (worst case -0.019) at x1.58"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
              "2-core AMD EPYC Zen 5, OpenVINO 2026.4.1, 42 labelled cases, passes interleaved: bf16 (the encoder) "
              "x1.78-1.85, mean DSC -0.0071, worst case -0.058; int8 (the linears, the rest bf16) x2.27-2.43, mean DSC "
