@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from medsam_lite.cli import main
 from medsam_lite.engines import precision
 from medsam_lite.engines.cpu import cpu_flags
-from medsam_lite.engines.precision import BF16_MODES, FastRule, fast_rule, meets_bar, no_bf16_note, resolve
+from medsam_lite.engines import create_engine
+from medsam_lite.engines.precision import (BF16_MODES, FastRule, fast_rule, meets_bar, needs_openvino, no_bf16_note,
+                                          resolve)
 
 from .conftest import ROOT
 
@@ -59,6 +61,15 @@ def test_named_modes_are_run_as_named():
         resolve("fp16")
 
 
+def test_an_approximate_mode_on_the_torch_engine_is_refused_in_the_words_asked():
+    assert needs_openvino("mixed", "mixed") == ("--precision mixed needs the OpenVINO engine (the torch engine runs "
+                                                "f32 alone)")
+    assert needs_openvino("fast", "mixed").startswith("--precision fast runs mixed on this CPU, which needs the "
+                                                      "OpenVINO engine")
+    with pytest.raises(ValueError, match="--precision bf16 needs the OpenVINO engine"):
+        create_engine("torch", None, precision="bf16")  # refused before any checkpoint is looked for
+
+
 def test_the_bf16_modes_say_where_the_cpu_has_no_bf16_instructions():
     for mode in BF16_MODES:
         note = no_bf16_note(mode, cpu_flags(LAPTOP))
@@ -100,7 +111,8 @@ def test_fast_in_predict_is_said_and_written_and_gives_its_modes_masks(tmp_path,
             args += ["--export-dir", exports("seeded")]
         result = CliRunner().invoke(main, args)
         if engine == "torch" and chosen.mode != "f32":
-            assert result.exit_code == 2 and "needs the OpenVINO engine" in result.stderr
+            assert result.exit_code == 2, result.stderr
+            assert f"--precision fast runs {chosen.mode} on this CPU, which needs the OpenVINO engine" in result.stderr
             continue
         assert result.exit_code == 0, result.stderr
         assert ("--precision fast runs" in result.stderr) == (asked == "fast")

@@ -11,7 +11,7 @@ from medsam_lite.engines.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, 
 from medsam_lite.core.optional import MissingDependency, require_torch
 from medsam_lite.engines.base import Engine
 from medsam_lite.engines.manifest import ExportError, check_matches, read_manifest
-from medsam_lite.engines.precision import no_bf16_note, resolve
+from medsam_lite.engines.precision import needs_openvino, no_bf16_note, resolve
 
 ENGINES = ("auto", "openvino", "torch")
 EXPORT_DIR_ENV = "MEDSAM_LITE_EXPORT_DIR"
@@ -118,7 +118,7 @@ def _create(name: str, checkpoint, export_dir, precision: str, mode: str, thread
             raise
         return _openvino_choice(engine, folder, notes, manifest.checkpoint_sha256, background)
     if mode != "f32":
-        raise ValueError(f"--precision {mode} needs the OpenVINO engine (run `medsam-lite export` first)")
+        raise ValueError(f"{needs_openvino(precision, mode)}: run `medsam-lite export` first")
     if name == "torch":
         require_torch("The torch engine")
     else:
@@ -142,7 +142,7 @@ def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int |
 
     if name == "torch":
         if mode != "f32":
-            raise ValueError(f"--precision {mode} needs the OpenVINO engine")
+            raise ValueError(needs_openvino(precision, mode))
         require_torch("The torch engine")
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
     digest = checkpoint_sha256(path)

@@ -99,6 +99,12 @@ def no_bf16_note(mode: str, flags: frozenset[str] | None = None) -> str:
             f"f32 only on CPUs with them, and f32 is exact (README, 'Precision modes')")
 
 
+def needs_openvino(asked: str, mode: str) -> str:
+    """The error where the torch engine would run ``mode`` (an approximate one; ``asked`` as the user gave it)."""
+    said = f"fast runs {mode} on this CPU, which" if asked == "fast" else mode
+    return f"--precision {said} needs the OpenVINO engine (the torch engine runs f32 alone)"
+
+
 def resolve(asked: str, flags: frozenset[str] | None = None) -> Precision:
     """``asked`` (a mode or ``fast``) -> the mode to run on this CPU (``flags``: its instruction sets)."""
     if asked not in CHOICES:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam_lite.engines.checkpoint import load_model
-from medsam_lite.engines.precision import resolve
+from medsam_lite.engines.precision import needs_openvino, resolve
 from medsam_lite.core.timing import stage
 
 # Boxes per decoder run. Measured on 33 boxes of one 2D image (2 cores): one at a time 1.8 s, all 33 in
@@ -28,7 +28,7 @@ class TorchEngine:
                  precision: str = "f32") -> None:
         chosen = resolve(precision)
         if chosen.mode != "f32":
-            raise ValueError(f"--precision {chosen.mode} needs the OpenVINO engine")
+            raise ValueError(needs_openvino(chosen.asked, chosen.mode))
         self.precision, self.precision_label = chosen.mode, chosen.label  # f32; "fast=f32" where fast chose it
         if threads:
             torch.set_num_threads(threads)
