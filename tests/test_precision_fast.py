@@ -61,13 +61,19 @@ def test_named_modes_are_run_as_named():
         resolve("fp16")
 
 
-def test_an_approximate_mode_on_the_torch_engine_is_refused_in_the_words_asked():
+def test_an_approximate_mode_on_the_torch_engine_is_refused_in_the_words_asked(tmp_path):
     assert needs_openvino("mixed", "mixed") == ("--precision mixed needs the OpenVINO engine (the torch engine runs "
                                                 "f32 alone)")
     assert needs_openvino("fast", "mixed").startswith("--precision fast runs mixed on this CPU, which needs the "
                                                       "OpenVINO engine")
-    with pytest.raises(ValueError, match="--precision bf16 needs the OpenVINO engine"):
+    with pytest.raises(ValueError, match="--precision bf16 needs the OpenVINO engine") as refused:
         create_engine("torch", None, precision="bf16")  # refused before any checkpoint is looked for
+    assert "export" not in str(refused.value)
+    with pytest.raises(ValueError, match="--precision bf16 needs the OpenVINO engine") as refused:
+        create_engine("torch", None, export_dir=tmp_path, precision="bf16")  # torch named: no export to suggest
+    assert "export" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"needs the OpenVINO engine .*: run `medsam-lite export` first"):
+        create_engine("auto", None, export_dir=tmp_path, precision="bf16")  # auto, a folder with no export in it
 
 
 def test_the_bf16_modes_say_where_the_cpu_has_no_bf16_instructions():

@@ -80,6 +80,8 @@ def create_engine(
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     chosen = resolve(precision)
+    if name == "torch" and chosen.mode != "f32":  # before any folder or checkpoint is looked at
+        raise ValueError(needs_openvino(precision, chosen.mode))
     choice = _create(name, checkpoint, export_dir, precision, chosen.mode, threads, device, default_checkpoint,
                      background, allow_fetch, say)
     if chosen.note:
@@ -117,7 +119,7 @@ def _create(name: str, checkpoint, export_dir, precision: str, mode: str, thread
             engine.wait()  # a stale export: its compilation is not left running
             raise
         return _openvino_choice(engine, folder, notes, manifest.checkpoint_sha256, background)
-    if mode != "f32":
+    if mode != "f32":  # `auto` on a folder without an export: the torch engine would run
         raise ValueError(f"{needs_openvino(precision, mode)}: run `medsam-lite export` first")
     if name == "torch":
         require_torch("The torch engine")
@@ -141,8 +143,6 @@ def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int |
     from medsam_lite.engines.weights import checkpoint_or_fetch, checkpoint_sha256
 
     if name == "torch":
-        if mode != "f32":
-            raise ValueError(needs_openvino(precision, mode))
         require_torch("The torch engine")
     path = checkpoint_or_fetch(checkpoint, allow_fetch, say)
     digest = checkpoint_sha256(path)

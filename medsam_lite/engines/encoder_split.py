@@ -107,4 +107,3 @@ def mixed_encoder(core, xml: Path):
     head, tail = split_encoder(core, xml, MIXED_FIRST_BF16_STAGE)
     ops_in_bf16(head, mbconv_projections(head))
     return head, tail
-
