@@ -48,7 +48,7 @@ class FastRule:
 FAST_RULES = (
     FastRule("AMX (amx_bf16, amx_int8)", frozenset({"amx_bf16", "amx_int8"}), "mixed",
              "2-core Xeon, OpenVINO 2026.4.1, export format 12, 42 labelled cases, passes interleaved: mixed (stage 0 "
-             "f32 but its MBConv projections, the rest bf16) x2.05-2.13 of f32's in six measurements on 2026-12-07 "
+             "f32 but its MBConv projections, the rest bf16) x2.05-2.13 of f32's in seven measurements on 2026-12-07 "
              "(the mixed before its bf16 projections x1.92-1.99 beside it, x1.86-2.06 before), mean DSC -0.0013, NSD "
              "-0.0002, worst case -0.026 (CT lesion 000010); bf16 (the encoder) x2.44, worst case -0.060 "
              "(hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050; bf16-linears (the linears "
