@@ -8,10 +8,10 @@ Cases: ``../shared/cases`` and ``../shared/cases_mm`` (those with ground truth) 
 ``../shared/finetune/hippocampus`` (``--hippocampus N``, evenly spaced in name order). Modes: ``f32``, ``bf16``
 (the encoder under OpenVINO's bf16 inference precision hint, the decoder f32), ``int8`` (the export's int8
 encoder, its linears in int8 and the rest under the bf16 hint: ``medsam-lite export --int8 DIR``), ``mixed`` (the
-encoder's stage 0 f32 but its MBConv projections, the rest under the bf16 hint: ``engines.encoder_split``),
-``bf16-linears`` (the encoder's linears in bf16, the rest f32: ``engines.linears_bf16``), and ``noiseLEVEL`` (not a mode:
-``noise0.04`` is f32 with seeded random noise of 4 % of each embedding's norm, how sensitive each case is to an
-error of that size).
+encoder's stage 0 f32 but its MBConv projections, the rest under the bf16 hint: ``engines.encoder_split``; the box
+decoder's largest products bf16: ``engines.decoder_bf16``), ``bf16-linears`` (the encoder's linears in bf16, the rest
+f32: ``engines.linears_bf16``), and ``noiseLEVEL`` (not a mode: ``noise0.04`` is f32 with seeded random noise of 4 %
+of each embedding's norm, how sensitive each case is to an error of that size).
 
     python benchmarks/bench_precision.py --export-dir EXPORT [--modes f32 bf16 int8 mixed bf16-linears] [--hippocampus 10]
     python benchmarks/bench_precision.py --export-dir EXPORT --mixed   # fp32 up to a stage, bf16 after it

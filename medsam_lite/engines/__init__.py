@@ -159,11 +159,13 @@ def _from_store(name: str, checkpoint, precision: str, mode: str, threads: int |
 
 def _openvino_choice(engine, folder: Path, notes: list[str], digest: str, background: bool) -> EngineChoice:
     if engine.precision != "f32":
-        encoder = {"bf16": "the image encoder in bf16",
-                   "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units",
-                   "mixed": "the image encoder's convolution stage f32 but its MBConv projections, the rest bf16",
+        rounded = {"bf16": "the image encoder in bf16, the decoder f32",
+                   "int8": "the image encoder's linears in int8, its other layers bf16 where the CPU has bf16 units, "
+                           "the decoder f32",
+                   "mixed": "the image encoder's convolution stage f32 but its MBConv projections, the rest bf16; the "
+                            "box decoder's largest products bf16",
                    "bf16-linears": "the image encoder's linears in bf16, everything else f32"}
-        notes.append(f"--precision {engine.precision} is approximate ({encoder[engine.precision]}, the decoder f32): "
+        notes.append(f"--precision {engine.precision} is approximate ({rounded[engine.precision]}): "
                      f"masks may differ from the official fp32 model")
         if note := no_bf16_note(engine.precision):
             notes.append(note)

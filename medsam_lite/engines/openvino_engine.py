@@ -19,6 +19,7 @@ import numpy as np
 from medsam_lite.core.timing import stage
 from medsam_lite.engines.box_decoder import BoxDecoder
 from medsam_lite.engines.cpu import pair_rule
+from medsam_lite.engines.decoder_bf16 import box_decoder_in_bf16
 from medsam_lite.engines.encoder_split import ChainedRequest, mixed_encoder
 from medsam_lite.engines.linears_bf16 import linears_in_bf16
 from medsam_lite.engines.manifest import DECODER_IMAGE_OUTPUTS, MODEL_FILES, ExportError, read_manifest
@@ -113,11 +114,13 @@ class OpenVINOEngine:
             core.set_property({"CACHE_DIR": str(cache)})
         self._core = core
         self._encoder_file = MODEL_FILES["encoder_int8" if precision == "int8" else "encoder"]
-        # The precision applies to the encoder alone; the decoder's parts always run f32. Measured on the 2-core
-        # AMD EPYC Zen 5 (official weights, the 42 labelled cases of bench_precision.py): the bf16 hint on every
-        # part cost mean DSC -0.0137 and the fundus case 0.41 -> 0.14; on the encoder alone mean DSC -0.0071,
-        # fundus -0.007, worst case -0.058 (docs/precision.md); a box decodes in about 7 ms in f32 there.
+        # The precision applies to the encoder; the decoder's parts compile f32. Measured on the 2-core AMD EPYC
+        # Zen 5 (official weights, the 42 labelled cases of bench_precision.py): the bf16 hint on every part cost
+        # mean DSC -0.0137 and the fundus case 0.41 -> 0.14; on the encoder alone mean DSC -0.0071, fundus -0.007,
+        # worst case -0.058 (docs/precision.md). Only `mixed` rounds the box part too, its largest products alone,
+        # by conversions in its graph (engines.decoder_bf16: the 42 cases' worst case unchanged).
         self._encoder_config, self._decoder_config = compile_config(precision, threads), compile_config("f32", threads)
+        self._box_model = None  # the box part rewritten for mixed (None: the export's file as it is)
         self._encode_request = None
         self._encoder_model = None  # the encoder rewritten for bf16-linears (None: the export's file as it is)
         self._encode_streams: list | None = None  # encode_pair's requests, compiled on its first call
@@ -128,8 +131,10 @@ class OpenVINOEngine:
         self._encoder_thread = threading.Thread(target=self._compile_encoder, name="compile-encoder", daemon=True)
         self._encoder_thread.start()
         try:
-            self._boxes = BoxDecoder(self._compile(MODEL_FILES["decoder_image"]), self._compile(MODEL_FILES["decoder"]),
-                                     self._box_streams)
+            if precision == "mixed":
+                self._box_model = box_decoder_in_bf16(self._read_model(MODEL_FILES["decoder"]))
+            self._boxes = BoxDecoder(self._compile(MODEL_FILES["decoder_image"]),
+                                     self._compile(MODEL_FILES["decoder"], self._box_model), self._box_streams)
         except BaseException:
             self.wait()  # never leave a compilation running behind an error (it aborts an exiting interpreter)
             raise
@@ -138,9 +143,9 @@ class OpenVINOEngine:
         self._prompt_request = None  # the point-prompt decoder: compiled on first use (the service), not by predict
         self.encoder_passes = 0
 
-    def _compile(self, model_file: str):
-        """An infer request of ``export_dir/model_file`` (``_compiled``)."""
-        return self._compiled(model_file).create_infer_request()
+    def _compile(self, model_file: str, model=None):
+        """An infer request of ``export_dir/model_file`` (or ``model``, its rewritten form; ``_compiled``)."""
+        return self._compiled(model_file, model=model).create_infer_request()
 
     def _config(self, model_file: str) -> dict:
         """The CPU plugin settings ``model_file`` compiles with: the precision's for the encoder, f32 otherwise."""
@@ -153,14 +158,24 @@ class OpenVINOEngine:
             source = self.export_dir / model_file if model is None else model
             return self._core.compile_model(source, "CPU", config or self._config(model_file))
         except RuntimeError as exc:
-            reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
-            raise ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {model_file}: "
-                              f"{reason}; {remedy(self.export_dir)}") from exc
+            raise self._load_error(model_file, exc) from exc
+
+    def _read_model(self, model_file: str):
+        """``export_dir/model_file`` as an ``ov.Model`` to rewrite; ExportError (one line) when it cannot be read."""
+        try:
+            return self._core.read_model(self.export_dir / model_file)
+        except RuntimeError as exc:
+            raise self._load_error(model_file, exc) from exc
+
+    def _load_error(self, model_file: str, exc: RuntimeError) -> ExportError:
+        reason = " ".join(str(exc).split())  # OpenVINO's messages span lines
+        return ExportError(f"the OpenVINO export in {self.export_dir} could not be loaded: {model_file}: {reason}; "
+                           f"{remedy(self.export_dir)}")
 
     def _box_streams(self) -> list:
         """Requests of the decoder's box part on two streams sharing the threads the box part gets on its own
         (compiled when BoxDecoder first decodes boxes side by side); [] with one thread."""
-        return self._stream_requests(MODEL_FILES["decoder"], self._boxes.threads)
+        return self._stream_requests(MODEL_FILES["decoder"], self._boxes.threads, self._box_model)
 
     def _stream_requests(self, model_file: str, threads: int, model=None) -> list:
         """Requests of ``export_dir/model_file`` (or ``model``, its rewritten form) compiled as two streams sharing
@@ -182,7 +197,7 @@ class OpenVINOEngine:
                     self._compiled(self._encoder_file, self._encoder_config, tail).create_infer_request())
             else:
                 if self.precision == "bf16-linears":  # the linears on the bf16 units, the rest f32
-                    self._encoder_model = linears_in_bf16(self._core.read_model(self.export_dir / self._encoder_file))
+                    self._encoder_model = linears_in_bf16(self._read_model(self._encoder_file))
                 compiled = self._compiled(self._encoder_file, model=self._encoder_model)
                 self._encode_request = compiled.create_infer_request()
         except ExportError as exc:
