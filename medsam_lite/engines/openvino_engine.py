@@ -118,7 +118,7 @@ class OpenVINOEngine:
         # Zen 5 (official weights, the 42 labelled cases of bench_precision.py): the bf16 hint on every part cost
         # mean DSC -0.0137 and the fundus case 0.41 -> 0.14; on the encoder alone mean DSC -0.0071, fundus -0.007,
         # worst case -0.058 (docs/precision.md). Only `mixed` rounds the box part too, its largest products alone,
-        # by conversions in its graph (engines.decoder_bf16: the 42 cases' worst case unchanged).
+        # by conversions in its graph (engines.decoder_bf16: the 42 cases' worst case no worse).
         self._encoder_config, self._decoder_config = compile_config(precision, threads), compile_config("f32", threads)
         self._box_model = None  # the box part rewritten for mixed (None: the export's file as it is)
         self._encode_request = None

@@ -4,11 +4,11 @@ linears in int8, its other layers under the bf16 hint) and ``mixed`` (the encode
 its MBConv blocks' projections, its transformer stages and neck under the bf16 hint: ``engines.encoder_split``; the
 box decoder's largest products on the bf16 units: ``engines.decoder_bf16``) and ``bf16-linears`` (the encoder's
 linears on the bf16 units, everything else f32: ``engines.linears_bf16``) are approximate; the decoder runs f32 in
-every mode but ``mixed``. ``fast`` is the fastest mode measured to meet the bar below (speed
-and accuracy) on this kind of CPU (official weights, every labelled real case of the shared fixtures,
-``benchmarks/bench_precision.py``). The kind is told by the instruction sets that decide OpenVINO's kernels; a kind
-never measured gets f32. On a CPU with AMX ``fast`` runs ``mixed``; on every other kind measured no approximate mode
-meets the bar and ``fast`` runs f32 (the rules' numbers below); the log and the timing CSV say which mode ran and why.
+every mode but ``mixed``. ``fast`` is the fastest mode measured to meet the bar below (speed and accuracy) on this
+kind of CPU (official weights, every labelled real case of the shared fixtures, ``benchmarks/bench_precision.py``).
+The kind is told by the instruction sets that decide OpenVINO's kernels; a kind never measured gets f32. On a CPU
+with AMX ``fast`` runs ``mixed``; on every other kind measured no approximate mode meets the bar and ``fast`` runs f32
+(the rules' numbers below); the log and the timing CSV say which mode ran and why.
 """
 from __future__ import annotations
 
