@@ -129,7 +129,7 @@ def mixed_table(export: Path) -> None:
     references = [exact(x)[0] for x in inputs]
 
     def split(stage: str):
-        head, tail = split_encoder(core, xml, stage)
+        head, tail = split_encoder(core.read_model(xml), stage)
         chained = ChainedRequest(core.compile_model(head, "CPU", config("f32")).create_infer_request(),
                                  core.compile_model(tail, "CPU", config("bf16")).create_infer_request())
         return lambda x: chained.infer([x])[0].copy()

@@ -32,7 +32,7 @@ def test_the_cut_encoder_in_f32_is_the_whole_encoder(exports):
 
     core = ov.Core()
     xml = exports("seeded") / "image_encoder.xml"
-    head, tail = split_encoder(core, xml, MIXED_FIRST_BF16_STAGE)
+    head, tail = split_encoder(core.read_model(xml), MIXED_FIRST_BF16_STAGE)
     assert len(head.outputs) == 1 and len(tail.inputs) == 1
     assert head.output(0).get_partial_shape() == tail.input(0).get_partial_shape()
     head_ops = {op.get_friendly_name() for op in head.get_ordered_ops()}
@@ -48,7 +48,7 @@ def test_the_cut_encoder_in_f32_is_the_whole_encoder(exports):
     assert cut.shape == whole.shape == (1, 256, 64, 64)
     assert _relative(cut, whole) < 1e-5
     with pytest.raises(ValueError, match="no stage layers.9"):
-        split_encoder(core, xml, "layers.9")
+        split_encoder(core.read_model(xml), "layers.9")
 
 
 @pytest.mark.parametrize("mode, share", [("mixed", 1.0), ("bf16-linears", 0.5)])
@@ -97,7 +97,7 @@ def test_mixed_runs_the_mbconv_projections_of_its_head_on_the_bf16_units(exports
 
     core = ov.Core()
     xml = exports("official") / "image_encoder.xml"
-    head, _ = split_encoder(core, xml, MIXED_FIRST_BF16_STAGE)
+    head, _ = split_encoder(core.read_model(xml), MIXED_FIRST_BF16_STAGE)
     chosen = mbconv_projections(head)
     assert len(chosen) == 8
     for op in chosen:
@@ -108,7 +108,7 @@ def test_mixed_runs_the_mbconv_projections_of_its_head_on_the_bf16_units(exports
     assert len({op.get_friendly_name() for op in chosen}) == 8
     assert len(convolutions) == 32  # 4 strips x (2 in the patch embedding, 2 x 2 in the MBConv blocks, 2 downsampling)
 
-    rewritten, _ = mixed_encoder(core, xml)
+    rewritten, _ = mixed_encoder(core.read_model(xml))
     image = image_to_model_input(load_case(shared_path("cases_mm", "imgs", "2DBox_CT_BP00_lung.npz")).image)[0]
     exact = core.compile_model(head, "CPU", F32)(image)[0]
     compiled = core.compile_model(rewritten, "CPU", {**F32, "PERF_COUNT": True})

@@ -266,18 +266,22 @@ def test_check_loads_the_engine_and_fills_the_cache(exports, tmp_path):
     assert missing.exit_code == 2 and "medsam-lite export" in missing.stderr
 
 
-@pytest.mark.parametrize("model_file", ["image_encoder.xml", "mask_decoder.xml"])
-def test_an_export_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path, model_file):
+@pytest.mark.parametrize("model_file, precision", [("image_encoder.xml", "f32"), ("mask_decoder.xml", "f32"),
+                                                   ("image_encoder.xml", "mixed"), ("mask_decoder.xml", "mixed")])
+def test_an_export_that_cannot_compile_stops_the_run_with_one_line(exports, tmp_path, model_file, precision):
     """The decoders compile on the caller's thread while the encoder compiles on its own: either failing is one
-    line naming the file, and nothing is written."""
+    line naming the file and the remedy, and nothing is written; also where ``mixed`` reads a file to rewrite it
+    (its encoder cut in two, its box part's products) instead of compiling it."""
     broken = tmp_path / "broken"
     shutil.copytree(exports("seeded"), broken, ignore=shutil.ignore_patterns("cache"))
     _garble(broken / model_file)
-    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken])
+    result = CliRunner().invoke(main, ["predict", "-i", DEMO / "imgs", "-o", tmp_path / "out", "--export-dir", broken,
+                                       "--precision", precision])
     assert result.exit_code == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith(f"error: the OpenVINO export in {broken} could not be loaded: {model_file}: ")
     assert line.endswith("re-run `medsam-lite export`")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     with pytest.raises(ExportError, match=model_file):  # the Python API too, the encoder's error from ready()
-        create_engine("openvino", None, broken, default_checkpoint=False, background=True).engine.ready()
+        create_engine("openvino", None, broken, default_checkpoint=False, background=True,
+                      precision=precision).engine.ready()

@@ -15,8 +15,6 @@ norm from f32, against 0.0435 with the expanding ones too).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from medsam_lite.engines.linears_bf16 import ops_in_bf16
 from medsam_lite.engines.openvino_import import import_openvino
 
@@ -40,10 +38,10 @@ def stage_boundary(model, stage: str):
     raise ValueError(f"no stage {stage} in the encoder")
 
 
-def split_encoder(core, xml: Path, stage: str):
-    """The encoder IR ``xml`` -> (head, tail) models: head from the image to the input of ``stage``, tail from
-    there to the embedding; the tail's one parameter takes the head's one output."""
-    whole = core.read_model(xml)
+def split_encoder(whole, stage: str):
+    """The encoder ``whole`` (an ``ov.Model`` read from its IR) -> (head, tail) models: head from the image to the
+    input of ``stage`` (made of ``whole``'s own nodes), tail from there to the embedding (of a copy); the tail's one
+    parameter takes the head's one output."""
     head = ov.Model([stage_boundary(whole, stage)], whole.get_parameters(), "image_encoder_head")
     rest = whole.clone()  # a graph of its own for the cut to rewire: 7 ms, where reading the IR again took 25-65 ms
     cut = stage_boundary(rest, stage)
@@ -101,9 +99,10 @@ class ChainedRequest:
         return self.tail.get_compiled_model()
 
 
-def mixed_encoder(core, xml: Path):
-    """``--precision mixed``'s two parts of the encoder IR ``xml``: (head, tail) cut at ``MIXED_FIRST_BF16_STAGE``,
-    the head's MBConv projections rewritten to run on the bf16 units; the head compiles f32, the tail bf16."""
-    head, tail = split_encoder(core, xml, MIXED_FIRST_BF16_STAGE)
+def mixed_encoder(whole):
+    """``--precision mixed``'s two parts of the encoder ``whole`` (an ``ov.Model``): (head, tail) cut at
+    ``MIXED_FIRST_BF16_STAGE``, the head's MBConv projections rewritten to run on the bf16 units; the head compiles
+    f32, the tail bf16."""
+    head, tail = split_encoder(whole, MIXED_FIRST_BF16_STAGE)
     ops_in_bf16(head, mbconv_projections(head))
     return head, tail

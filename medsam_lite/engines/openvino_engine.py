@@ -190,7 +190,7 @@ class OpenVINOEngine:
         """The encoder thread's work: its infer request, or the error that ``ready()`` raises."""
         try:
             if self.precision == "mixed":  # the head (stage 0) f32 but its MBConv projections, the tail bf16
-                head, tail = mixed_encoder(self._core, self.export_dir / self._encoder_file)
+                head, tail = mixed_encoder(self._read_model(self._encoder_file))
                 f32 = self._decoder_config  # every decoder part's settings are f32's
                 self._encode_request = ChainedRequest(
                     self._compiled(self._encoder_file, f32, head).create_infer_request(),
