@@ -51,9 +51,9 @@ FAST_RULES = (
              "2-core Xeon, OpenVINO 2026.4.1, export format 12, 42 labelled cases, passes interleaved: mixed (stage 0 "
              "f32 but its MBConv projections, the rest bf16) x2.05-2.13 of f32's in seven measurements on 2026-12-07 "
              "(the mixed before its bf16 projections x1.92-1.99 beside it, x1.86-2.06 before), mean DSC -0.0013, NSD "
-             "-0.0002, worst case -0.026 (CT lesion 000010); with its box decoder's largest products bf16 too (x2.11, "
-             "one more run) mean DSC -0.0013, NSD -0.0000, worst case -0.024, the microscopy volume x1.71 of f32 "
-             "whole; bf16 (the encoder) x2.44, worst case -0.060 "
+             "-0.0002, worst case -0.026 (CT lesion 000010); with its box decoder's largest products bf16 too (x2.11 "
+             "and x2.14, two more runs) mean DSC -0.0013, NSD -0.0000, worst case -0.024, the microscopy volume "
+             "x1.71 of f32 whole; bf16 (the encoder) x2.44, worst case -0.060 "
              "(hippocampus); int8 (the linears, the rest bf16) x2.23, worst case -0.050; bf16-linears (the linears "
              "bf16, the rest f32) keeps the accuracy (worst case -0.019) at x1.58"),
     FastRule("AVX512-BF16 without AMX", frozenset({"avx512_bf16"}), "f32",
