@@ -34,6 +34,7 @@ import numpy as np
 
 from medsam_lite.engines.openvino_import import import_openvino
 from medsam_lite.engines.cpu import cpu_features, cpu_name
+from medsam_lite.engines.decoder_bf16 import product_macs
 
 
 def _bench_predict():
@@ -56,10 +57,7 @@ def _op_gflop(model) -> dict[str, float]:
     for op in model.get_ordered_ops():
         kind = op.get_type_name()
         if kind == "MatMul":
-            a = list(op.input(0).get_shape())
-            if op.get_attributes().get("transpose_a"):
-                a[-2:] = a[-1:-3:-1]
-            flops[op.get_friendly_name()] = 2 * int(np.prod(list(op.output(0).get_shape()))) * a[-1] / 1e9
+            flops[op.get_friendly_name()] = 2 * product_macs(op) / 1e9
         elif kind in ("Convolution", "GroupConvolution"):
             weights = list(op.input(1).get_shape())
             flops[op.get_friendly_name()] = 2 * int(np.prod(list(op.output(0).get_shape()))) * int(np.prod(weights[-3:])) / 1e9
